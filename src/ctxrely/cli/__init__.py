@@ -1,0 +1,1 @@
+"""Command-line interface: ``ctxrely <command>``; one module per command, heavy imports inside ``run``."""

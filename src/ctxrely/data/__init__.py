@@ -1,0 +1,1 @@
+"""Data: the knowledge-conflict schema, built-in suites and loaders for published formats."""

@@ -1,0 +1,78 @@
+"""Turn examples into prompt strings for a model, shortening the context (never the question)
+when a prompt would not fit the model's window.
+
+Example:
+    >>> prompts = build_prompts(examples, get_format("raw"), tokenizer, max_len=512)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ctxrely.data.schema import ConflictExample
+from ctxrely.prompts import PromptFormat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    text: str
+    n_tokens: int
+    context_truncated: bool
+
+
+def render(ex: ConflictExample, fmt: PromptFormat, tokenizer: Any, context: str | None = None,
+           suffix: str | None = None) -> str:
+    """Render one example; ``suffix`` (e.g. an indicator token) is appended to the question."""
+    question = ex.question if not suffix else f"{ex.question} {suffix}"
+    return fmt.render(ex.context if context is None else context, question, tokenizer)
+
+
+def encode(tokenizer: Any, text: str, fmt: PromptFormat) -> list[int]:
+    """Token ids of a prompt; chat templates already carry their special tokens."""
+    return tokenizer(text, add_special_tokens=not fmt.chat)["input_ids"]
+
+
+def build_prompts(examples: list[ConflictExample], fmt: PromptFormat, tokenizer: Any,
+                  max_len: int | None, reserve: int = 0, suffix: str | None = None) -> list[BuiltPrompt]:
+    """Render every example; where ``len(prompt) + reserve > max_len`` cut the context's tail.
+
+    Raises ValueError if even an empty context does not fit (the question alone is too long).
+    """
+    out: list[BuiltPrompt] = []
+    n_cut = 0
+    for ex in examples:
+        text = render(ex, fmt, tokenizer, suffix=suffix)
+        ids = encode(tokenizer, text, fmt)
+        if max_len is None or len(ids) + reserve <= max_len:
+            out.append(BuiltPrompt(text, len(ids), False))
+            continue
+        bare = encode(tokenizer, render(ex, fmt, tokenizer, context="", suffix=suffix), fmt)
+        budget = max_len - reserve - len(bare) - 2
+        if budget <= 0:
+            raise ValueError(
+                f"{ex.suite}:{ex.id}: the prompt without its context needs {len(bare)} tokens, more than "
+                f"the model window {max_len} minus {reserve} reserved; the question cannot be shortened"
+            )
+        ctx_ids = tokenizer(ex.context, add_special_tokens=False)["input_ids"]
+        while True:  # decode/re-encode can drift by a token or two; shrink until it fits
+            ctx = tokenizer.decode(ctx_ids[:budget], skip_special_tokens=True)
+            text = render(ex, fmt, tokenizer, context=ctx, suffix=suffix)
+            ids = encode(tokenizer, text, fmt)
+            if len(ids) + reserve <= max_len or budget <= 1:
+                break
+            budget -= max(1, len(ids) + reserve - max_len)
+        out.append(BuiltPrompt(text, len(ids), True))
+        n_cut += 1
+    if n_cut:
+        log.warning("shortened the context of %d/%d prompts to fit the model window (%d tokens)",
+                    n_cut, len(examples), max_len)
+    return out
+
+
+def continuation(prompt: str, answer: str) -> str:
+    """The answer as a continuation of the prompt: a leading space unless the prompt ends in one."""
+    return answer if (not prompt or prompt[-1].isspace()) else f" {answer}"

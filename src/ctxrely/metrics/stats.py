@@ -1,0 +1,30 @@
+"""Small statistics helpers: means with bootstrap confidence intervals.
+
+Example:
+    >>> m = mean_ci([1, 0, 1, 1], n_boot=200, seed=0)
+    >>> m["mean"], m["n"]
+    (0.75, 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Mean with a percentile bootstrap CI: ``{"mean", "ci_low", "ci_high", "n"}`` (None when empty)."""
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    n = int(arr.size)
+    if n == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    mean = float(arr.mean())
+    if n == 1 or n_boot <= 0:
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": n}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = arr[idx].mean(axis=1)
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "n": n}

@@ -1,0 +1,120 @@
+"""Load a causal LM and its tokenizer from a zoo name, a local folder or a hub id.
+
+Weights load only from safetensors; ``trust_remote_code`` stays off unless asked for.
+
+Example:
+    >>> model, tok = load_model("path/to/saved-model")  # doctest: +SKIP
+    >>> model, tok = load_model("smollm2-135m-instruct")  # packaged, converted once  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ctxrely.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def _looks_like_path(name: str) -> bool:
+    return (
+        name.startswith((".", "/", "~"))
+        or os.sep in name.strip("/").split("/", 1)[-1]  # more than one separator: org/name/sub
+        or name.count("/") > 1
+        or Path(name).suffix in {".safetensors", ".bin", ".gguf", ".json"}
+    )
+
+
+def resolve_model_source(name_or_path: str) -> tuple[str, str]:
+    """Return ``(kind, location)`` with kind in {"zoo", "local", "hub"}; raise if a path is missing."""
+    from ctxrely import zoo
+
+    if zoo.is_zoo_name(name_or_path):
+        return "zoo", name_or_path
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelLoadError(f"{name_or_path}: expected a model folder (config.json + safetensors), got a file")
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{name_or_path}: no config.json in this folder; is it a saved HF model?")
+        return "local", str(p)
+    if _looks_like_path(name_or_path):
+        raise ModelLoadError(f"model path not found: {name_or_path}")
+    return "hub", name_or_path
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Give the tokenizer a pad token (eos, else unk) and left padding, for batched decoding."""
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise ModelLoadError("tokenizer has neither a pad, eos nor unk token; set tokenizer.pad_token")
+        log.info("tokenizer has no pad token; using %r for padding", fallback)
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str = "auto",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode.
+
+    Args:
+        name_or_path: a name from ``ctxrely models``, a local folder, or a Hugging Face hub id.
+        dtype: ``auto`` (float32 on CPU, the checkpoint's dtype elsewhere) or an explicit dtype.
+        device: ``cpu``, ``cuda``, ``cuda:1``, ...
+        trust_remote_code: run code shipped with the checkpoint (off by default).
+        revision: hub revision.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    kind, loc = resolve_model_source(name_or_path)
+    if kind == "zoo":
+        from ctxrely import zoo
+
+        loc = str(zoo.ensure_local(loc))
+    if dtype == "auto":
+        torch_dtype: Any = torch.float32 if device == "cpu" else "auto"
+    else:
+        torch_dtype = getattr(torch, dtype)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(loc, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(loc, dtype=torch_dtype, use_safetensors=True, **kwargs)
+    except OSError as e:
+        where = "hub id" if kind == "hub" else "folder"
+        raise ModelLoadError(f"could not load {where} {name_or_path!r}: {e}") from e
+    except ValueError as e:
+        if "trust_remote_code" in str(e):
+            raise ModelLoadError(
+                f"{name_or_path} needs custom code; rerun with --trust-remote-code if you trust it"
+            ) from e
+        raise ModelLoadError(f"could not load {name_or_path!r}: {e}") from e
+    model.to(device)
+    model.eval()
+    return model, prepare_tokenizer(tokenizer)
+
+
+def model_max_length(model: Any, tokenizer: Any | None = None) -> int | None:
+    """The model's context window in tokens, if it says."""
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    t = getattr(tokenizer, "model_max_length", None)
+    return t if isinstance(t, int) and 0 < t < 1_000_000 else None
