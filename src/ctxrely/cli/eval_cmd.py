@@ -1,0 +1,87 @@
+"""``ctxrely eval``: knowledge-conflict evaluation of any causal LM.
+
+Example:
+    $ ctxrely eval --model smollm2-135m-instruct --suites cf_capitals,cf_quotes --format chat \\
+        --mode both --out runs/eval-smollm2
+    $ ctxrely eval --model ./my-model --data ../shared/data/cf_capitals/country_capitals_only.json --out runs/x
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "eval"
+HELP = "measure context reliance under knowledge conflicts (writes summary.json + examples.jsonl)"
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model/--device/--dtype/--trust-remote-code, shared by every command that loads a model."""
+    p.add_argument("--model", required=True, help="zoo name (ctxrely models), local folder or hub id")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    src = p.add_argument_group("what to evaluate (one or more)")
+    src.add_argument("--suites", default=None, help="comma-separated built-in suites (see ctxrely ls)")
+    src.add_argument("--data", action="append", default=None,
+                     help="a published-format file (auto-detected) or hub dataset id; repeatable")
+    src.add_argument("--mapping", default=None,
+                     help="column mapping for generic JSONL/CSV, e.g. context=passage,question=q,cf_answer=a")
+    p.add_argument("--format", default="raw", help="prompt format name or a template with {context}/{question}")
+    p.add_argument("--mode", default="both", choices=["generate", "logits", "both"])
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None, help="first n examples of each suite")
+    p.add_argument("--match", default="squad", choices=["squad", "raw"], help="answer matching")
+    p.add_argument("--stop", action="append", default=None, help="stop string (repeatable; replaces defaults)")
+    p.add_argument("--indicator", nargs="?", const="[IND]", default=None,
+                   help="append an indicator token to each question (default token: [IND])")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
+    p.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctxrely.data.loaders import parse_mapping
+    from ctxrely.evaluate.api import evaluate
+    from ctxrely.models import load_model
+    from ctxrely.prompts import get_format
+    from ctxrely.registry import load_builtins
+
+    load_builtins()
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else []
+    if not suites and not args.data:
+        raise SystemExit("error: pass --suites and/or --data")
+    from ctxrely.data.suites import load_suite
+
+    for s in suites:  # fail on a typo before loading a model
+        load_suite(s)
+    fmt = get_format(args.format)
+    mapping = parse_mapping(args.mapping) if args.mapping else None
+    model, tok = load_model(args.model, dtype=args.dtype, device=args.device,
+                            trust_remote_code=args.trust_remote_code)
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}")
+    res = evaluate(model, tok, suites, data=args.data, mapping=mapping, fmt=fmt, mode=args.mode,
+                   limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                   stop=args.stop, match=args.match, indicator=args.indicator, n_boot=args.n_boot,
+                   progress=not args.no_progress, out_dir=out, model_name=args.model)
+    print_result(res, out)
+    return 0
+
+
+def print_result(res: object, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ctxrely eval", show_lines=False)
+    for col in ("suite", "metric", "mean [95% CI]"):
+        table.add_column(col)
+    for row in res.table():  # type: ignore[attr-defined]
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(f"wrote {out / 'summary.json'} and {out / 'examples.jsonl'}")
