@@ -156,3 +156,50 @@ def test_convert_smollm2_and_reload(tmp_path: Path) -> None:
         out = model.generate(**enc, max_new_tokens=12, do_sample=False)
     answer = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Herat" in answer
+
+
+@pytest.fixture
+def fake_convertible(fake_entry: zoo.ZooModel, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """Make `fake-lm` look installed, with a tiny GGUF and a conversion that writes a fake checkpoint."""
+    gguf = tmp_path / "pkg" / "fake.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF fake")
+    calls: list[str] = []
+
+    def fake_convert(name: str, out_dir: Path, gguf_path: Path, progress: bool = True) -> dict:
+        calls.append(name)
+        out_dir.mkdir(parents=True)
+        (out_dir / "config.json").write_text("{}")
+        if "crash" in calls:
+            raise RuntimeError("killed mid-write")
+        (out_dir / "model.safetensors").write_bytes(b"\0")
+        return {"load_s": 0.0, "save_s": 0.0, "architecture": "X", "params": 1}
+
+    monkeypatch.setattr(zoo, "_require_installed", lambda m: None)
+    monkeypatch.setattr(zoo, "locate_gguf", lambda name, scratch: gguf)
+    monkeypatch.setattr(zoo, "convert", fake_convert)
+    return calls
+
+
+def test_ensure_local_writes_marker_last_and_replaces_stale_folder(fake_convertible: list[str],
+                                                                   tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    stale = _fake_converted(cache / "fake-lm", "fake-lm", marker=False)
+    path = zoo.ensure_local("fake-lm", cache_dir=cache, progress=False)
+    assert path == stale and zoo.is_converted(path, "fake-lm") and fake_convertible == ["fake-lm"]
+    marker = zoo.read_marker(path)
+    assert marker is not None
+    assert marker["gguf_size"] == len(b"GGUF fake") and len(marker["gguf_sha256"]) == 64
+    assert list(marker)[-1] == "transformers_version"
+    assert sorted(p.name for p in cache.iterdir()) == ["fake-lm"]  # temp folder removed
+    zoo.ensure_local("fake-lm", cache_dir=cache, progress=False)
+    assert fake_convertible == ["fake-lm"]  # cached: not converted again
+
+
+def test_crash_during_conversion_leaves_nothing_that_looks_valid(fake_convertible: list[str],
+                                                                 tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    fake_convertible.append("crash")
+    with pytest.raises(ModelLoadError, match="converting zoo model 'fake-lm' failed.*killed mid-write"):
+        zoo.ensure_local("fake-lm", cache_dir=cache, progress=False)
+    assert not zoo.is_converted(cache / "fake-lm") and list(cache.iterdir()) == []

@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -272,21 +273,40 @@ def locate_gguf(name: str, scratch: Path) -> Path:
 
 @contextlib.contextmanager
 def _progress(message: str, enabled: bool) -> Iterator[None]:
+    """A rich spinner on stderr; transformers' own tqdm bars are muted meanwhile (they garble it).
+
+    The legacy GGUF loader calls a bare ``tqdm`` that ignores ``disable_progress_bar()``; it is
+    swapped for a silent one for the duration only, and restored in ``finally``.
+    """
     if not enabled:
         yield
         return
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
-    with Console(stderr=True).status(message, spinner="dots"):
-        yield
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    gguf_mod = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    gguf_tqdm = getattr(gguf_mod, "tqdm", None)
+    if gguf_tqdm is not None:
+        gguf_mod.tqdm = functools.partial(gguf_tqdm, disable=True)
+    try:
+        with Console(stderr=True).status(message, spinner="dots"):
+            yield
+    finally:
+        if gguf_tqdm is not None:
+            gguf_mod.tqdm = gguf_tqdm
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 def _say(message: str, enabled: bool) -> None:
-    log.info(message)
-    if enabled:
-        from rich.console import Console
+    if not enabled:
+        log.info(message)
+        return
+    from rich.console import Console
 
-        Console(stderr=True).print(message)
+    Console(stderr=True).print(message, soft_wrap=True, highlight=False)
 
 
 def _fix_tokenizer(tok: Any, m: ZooModel) -> None:
@@ -368,6 +388,14 @@ def _write_marker(folder: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, folder / MARKER)
 
 
+def _remove_stale_partials(root: Path, name: str, max_age_s: float = 6 * 3600) -> None:
+    """Delete temp folders left by a killed conversion (old enough not to be a running one)."""
+    for old in root.glob(f".{name}.*.partial"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > max_age_s:
+                shutil.rmtree(old)
+
+
 def ensure_local(name: str, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Folder with a plain safetensors copy of zoo model ``name``, converting it on first use.
 
@@ -392,6 +420,7 @@ def ensure_local(name: str, cache_dir: Path | None = None, progress: bool = True
         return dest
     _require_installed(m)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(dest.parent, m.name)
     t0 = time.perf_counter()
     # the temp folder sits next to dest so the final rename stays on one filesystem (atomic)
     tmp = Path(tempfile.mkdtemp(prefix=f".{m.name}.", suffix=".partial", dir=dest.parent))
