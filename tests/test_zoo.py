@@ -166,8 +166,8 @@ def fake_convertible(fake_entry: zoo.ZooModel, monkeypatch: pytest.MonkeyPatch, 
     gguf.write_bytes(b"GGUF fake")
     calls: list[str] = []
 
-    def fake_convert(name: str, out_dir: Path, gguf_path: Path, progress: bool = True) -> dict:
-        calls.append(name)
+    def fake_convert(m: zoo.ZooModel, out_dir: Path, gguf_path: Path, progress: bool = True) -> dict:
+        calls.append(m.name)
         out_dir.mkdir(parents=True)
         (out_dir / "config.json").write_text("{}")
         if "crash" in calls:
@@ -203,3 +203,15 @@ def test_crash_during_conversion_leaves_nothing_that_looks_valid(fake_convertibl
     with pytest.raises(ModelLoadError, match="converting zoo model 'fake-lm' failed.*killed mid-write"):
         zoo.ensure_local("fake-lm", cache_dir=cache, progress=False)
     assert not zoo.is_converted(cache / "fake-lm") and list(cache.iterdir()) == []
+
+
+def test_fix_tokenizer_sets_pad_and_chat_template(fake_entry: zoo.ZooModel) -> None:
+    from types import SimpleNamespace
+
+    from ctxrely.zoo_convert import CHATML_TEMPLATE, fix_tokenizer
+
+    tok = SimpleNamespace(chat_template=None, eos_token="<|im_end|>", pad_token=None)
+    fix_tokenizer(tok, fake_entry)
+    assert tok.pad_token == "<|im_end|>" and tok.chat_template == CHATML_TEMPLATE
+    with pytest.raises(ModelLoadError, match="no eos"):
+        fix_tokenizer(SimpleNamespace(chat_template="x", eos_token=None, pad_token=None), fake_entry)

@@ -11,6 +11,7 @@ Cache layout: ``$CTXRELY_CACHE/models/<name>/`` (``$CTXRELY_CACHE`` defaults to
 ``$XDG_CACHE_HOME/ctxrely``, then ``~/.cache/ctxrely``). A folder counts as converted only when its
 ``ctxrely_zoo.json`` marker is present and names the model; the marker is written last, into a
 temporary folder that is then renamed into place, so a crash never leaves a folder that looks valid.
+The conversion itself (transformers GGUF loading and saving) lives in ``ctxrely.zoo_convert``.
 
 Example:
     >>> from ctxrely import zoo
@@ -28,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import importlib
 import importlib.util
@@ -38,13 +38,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ctxrely.errors import ModelLoadError
 from ctxrely.registry import Registry
+from ctxrely.zoo_convert import convert, say
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +139,6 @@ _add(ZooModel(
     gguf_mb=253,
     gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
 ))
-
-# A minimal ChatML template, used only if a ChatML model's GGUF carries none.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 def list_models() -> list[ZooModel]:
     """All zoo entries, sorted by name."""
@@ -271,117 +264,6 @@ def locate_gguf(name: str, scratch: Path) -> Path:
     return Path(assembler.assemble(output_path=Path(scratch) / m.gguf_file))
 
 
-@contextlib.contextmanager
-def _progress(message: str, enabled: bool) -> Iterator[None]:
-    """A rich spinner on stderr; transformers' own tqdm bars are muted meanwhile (they garble it).
-
-    The legacy GGUF loader calls a bare ``tqdm`` that ignores ``disable_progress_bar()``; it is
-    swapped for a silent one for the duration only, and restored in ``finally``.
-    """
-    if not enabled:
-        yield
-        return
-    from rich.console import Console
-    from transformers.utils import logging as hf_logging
-
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    gguf_mod = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
-    gguf_tqdm = getattr(gguf_mod, "tqdm", None)
-    if gguf_tqdm is not None:
-        gguf_mod.tqdm = functools.partial(gguf_tqdm, disable=True)
-    try:
-        with Console(stderr=True).status(message, spinner="dots"):
-            yield
-    finally:
-        if gguf_tqdm is not None:
-            gguf_mod.tqdm = gguf_tqdm
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
-
-
-def _say(message: str, enabled: bool) -> None:
-    if not enabled:
-        log.info(message)
-        return
-    from rich.console import Console
-
-    Console(stderr=True).print(message, soft_wrap=True, highlight=False)
-
-
-def _fix_tokenizer(tok: Any, m: ZooModel) -> None:
-    """Keep the chat template of instruct models and make eos/pad usable for batched generation."""
-    if m.chat_template == "chatml" and not getattr(tok, "chat_template", None):
-        log.warning("%s: the GGUF carries no chat template; using a plain ChatML one", m.name)
-        tok.chat_template = CHATML_TEMPLATE
-    if tok.eos_token is None:
-        raise ModelLoadError(f"{m.name}: the GGUF tokenizer defines no eos token")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-
-
-def _clear_quantization(model: Any) -> None:
-    """Drop the GGUF quantizer marker so ``save_pretrained`` writes plain weights.
-
-    Mirrors ``HfQuantizer.remove_quantization_config`` in transformers 5.x. Refuses if any weight
-    is still packed (a module of GGUF blocks), since saving those as plain tensors would be wrong.
-    """
-    packed = sorted({type(mod).__name__ for mod in model.modules() if type(mod).__name__.startswith("Gguf")})
-    if packed:
-        raise ModelLoadError(f"GGUF weights were left packed ({', '.join(packed)}); cannot save them as plain")
-    for attr in ("hf_quantizer", "quantization_method"):
-        if hasattr(model, attr):
-            with contextlib.suppress(AttributeError):
-                delattr(model, attr)
-    if getattr(model, "hf_quantizer", None) is not None:  # a class attribute survived the delattr
-        model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.is_quantized = False
-
-
-def convert(name: str, out_dir: Path, gguf_path: Path, progress: bool = True) -> dict[str, Any]:
-    """Load ``gguf_path`` with transformers (dequantized to float32) and save it to ``out_dir``.
-
-    Writes model, tokenizer and generation config as safetensors + JSON, but no marker.
-
-    Returns:
-        timings and facts for the marker: ``load_s``, ``save_s``, ``architecture``, ``params``.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    m = get(name)
-    folder, fname = str(gguf_path.parent), gguf_path.name
-    t0 = time.perf_counter()
-    with _progress(f"Loading {m.name} from {fname} ({m.gguf_mb} MB GGUF, about a minute)...", progress):
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
-        # dequantize=True: without it, architectures on the legacy GGUF path keep the quantizer attached
-        # and save_pretrained refuses; with it transformers removes the marker itself.
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=fname, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
-        )
-    load_s = time.perf_counter() - t0
-    _fix_tokenizer(tok, m)
-    _clear_quantization(model)
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tok.pad_token_id
-    gen = model.generation_config
-    if gen is not None and gen.pad_token_id is None:
-        gen.pad_token_id = tok.pad_token_id
-    t1 = time.perf_counter()
-    with _progress(f"Saving {m.name} as safetensors...", progress):
-        model.save_pretrained(out_dir, safe_serialization=True)
-        tok.save_pretrained(out_dir)
-    save_s = time.perf_counter() - t1
-    return {
-        "load_s": round(load_s, 2),
-        "save_s": round(save_s, 2),
-        "architecture": type(model).__name__,
-        "params": sum(p.numel() for p in model.parameters()),
-    }
-
-
 def _write_marker(folder: Path, data: dict[str, Any]) -> None:
     tmp = folder / (MARKER + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -430,7 +312,7 @@ def ensure_local(name: str, cache_dir: Path | None = None, progress: bool = True
         if m.gguf_sha256 and sha != m.gguf_sha256:
             log.warning("%s: GGUF sha256 %s differs from the one this zoo entry was made with", m.name, sha)
         out = tmp / "model"
-        facts = convert(m.name, out, gguf, progress=progress)
+        facts = convert(m, out, gguf, progress=progress)
         import transformers
 
         _write_marker(out, {
@@ -463,6 +345,6 @@ def ensure_local(name: str, cache_dir: Path | None = None, progress: bool = True
         raise ModelLoadError(f"converting zoo model {m.name!r} failed: {type(e).__name__}: {e}") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _say(f"{m.name}: converted in {time.perf_counter() - t0:.0f}s "
+    say(f"{m.name}: converted in {time.perf_counter() - t0:.0f}s "
          f"(GGUF load {facts['load_s']:.0f}s, save {facts['save_s']:.0f}s) -> {dest}", progress)
     return dest
