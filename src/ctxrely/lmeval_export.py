@@ -56,7 +56,7 @@ class ExportedTask:
 def task_name(prefix: str, suite: str, fmt: PromptFormat, kind: str) -> str:
     """``<prefix>_<suite>[_<format>]_<kind>`` in lower-case letters, digits and underscores."""
     parts = [prefix, suite] + ([] if fmt.name == "raw" else [fmt.name]) + [kind]
-    return re.sub(r"[^a-z0-9_]+", "_", "_".join(parts).lower()).strip("_")
+    return re.sub(r"[^a-z0-9]+", "_", "_".join(parts).lower()).strip("_")
 
 
 def export_rows(examples: Sequence[ConflictExample], fmt: PromptFormat, tokenizer: Any = None,
