@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -89,7 +89,7 @@ def read_table(filename: str) -> Any:
         raise DataError(f"bad JSON: {e.msg}", path=filename, line=e.lineno) from e
 
 
-@lru_cache(maxsize=None)
+@cache
 def _aliases() -> dict[str, tuple[str, ...]]:
     table = read_table("aliases.json")
     return {k: tuple(v) for k, v in table.items() if not k.startswith("_")}
@@ -112,7 +112,7 @@ def _rows(spec: dict[str, Any], filename: str) -> list[tuple[str, str]]:
     return rows
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load() -> tuple[dict[str, Relation], dict[str, tuple[Fact, ...]]]:
     rels: dict[str, Relation] = {}
     facts: dict[str, tuple[Fact, ...]] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Literal
 
@@ -23,7 +23,7 @@ Kind = Literal["country", "city", "first_name", "surname"]
 _KEYS = {"country": "countries", "city": "cities", "first_name": "first_names", "surname": "surnames"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table() -> dict[str, tuple[str, ...]]:
     text = resources.files("ctxrely.data.facts").joinpath("fictional.json").read_text(encoding="utf-8")
     return {k: tuple(v) for k, v in json.loads(text).items() if not k.startswith("_")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
@@ -24,7 +24,7 @@ class Proverb:
     aliases: tuple[str, ...] = ()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load() -> tuple[Proverb, ...]:
     text = resources.files("ctxrely.data.facts").joinpath("proverbs.json").read_text(encoding="utf-8")
     rows = json.loads(text)["proverbs"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import TypeVar
 
 from ctxrely.metrics.matching import normalize_answer
@@ -33,14 +34,18 @@ def tidy(text: str) -> str:
     return re.sub(r"\.\.(?=\s|$)", ".", text)
 
 
+@lru_cache(maxsize=8192)
+def _padded(text: str) -> str:
+    return f" {normalize_answer(text)} "
+
+
 def clashes(a: Iterable[str], b: Iterable[str]) -> bool:
     """Whether any form in ``a`` occurs in any form in ``b`` (or the reverse) as whole words.
 
     Uses the same normalisation as the answer metrics, so two answers that clash here could be
     confused by a containment match.
     """
-    na = [f" {normalize_answer(x)} " for x in a]
-    nb = [f" {normalize_answer(y)} " for y in b]
+    na, nb = [_padded(x) for x in a], [_padded(y) for y in b]
     return any(x.strip() and y.strip() and (x in y or y in x) for x in na for y in nb)
 
 
