@@ -237,7 +237,8 @@ def _required_answers(rec: dict[str, Any], key: str, w: _Where) -> list[str]:
 
 def _optional_answers(rec: dict[str, Any], key: str, w: _Where) -> list[str]:
     val = rec.get(key)
-    return [] if val is None or (isinstance(val, str) and not val.strip()) else _answers(val, key, w)
+    blank = val is None or val == [] or (isinstance(val, str) and not val.strip())
+    return [] if blank else _answers(val, key, w)
 
 
 # ----------------------------------------------------------------------------- formats

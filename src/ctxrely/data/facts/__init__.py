@@ -14,6 +14,7 @@ Example:
     'What is the capital city of France?'
     >>> closed_book_statement(fact)
     'The capital of France is Paris.'
+    >>> from ctxrely.data.facts import relations
     >>> "capital" in relations()
     True
 """
@@ -82,7 +83,7 @@ class Relation:
 
 def read_table(filename: str) -> Any:
     """Parse one shipped JSON table (``filename`` relative to this package)."""
-    text = resources.files(__package__).joinpath(filename).read_text(encoding="utf-8")
+    text = resources.files("ctxrely.data.facts").joinpath(filename).read_text(encoding="utf-8")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:  # a broken shipped table is a bug; say where
