@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxrely.data.loaders import FORMATS_KNOWN, detect_format, load_data, parse_mapping
+from ctxrely.data.loaders import FORMATS_KNOWN, detect_format, load_data, parse_mapping, read_records
 from ctxrely.data.schema import DataError
 from ctxrely.data.suites import load_suite
 
@@ -233,6 +233,14 @@ def test_bad_record_in_json_list_names_its_line(tmp_path: Path) -> None:
     path.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(DataError, match="expected an object"):
         load_data(str(path))
+    path.write_text(json.dumps({"data": [CPI_OK]}, indent=2), encoding="utf-8")
+    with pytest.raises(DataError, match="line 1: one JSON object; expected a JSON list"):
+        load_data(str(path))
+
+
+def test_read_records_for_other_parsers(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "r.jsonl", [{"a": 1}, "", {"b": 2}])
+    assert read_records(str(path)) == [(1, {"a": 1}), (3, {"b": 2})]
 
 
 @pytest.mark.parametrize(("bad", "field"), [

@@ -175,13 +175,37 @@ def _read_records(path: Path) -> list[Record]:
         if head == "[":
             records = _json_array(text, str(path))
         elif head == "{" or suffix in (".jsonl", ".ndjson", ".json"):
-            records = _jsonl(text, str(path))
+            try:
+                records = _jsonl(text, str(path))
+            except DataError:
+                if "\n" in text.strip() and _is_json(text):
+                    raise DataError("one JSON object; expected a JSON list of records or JSON Lines",
+                                    path=str(path), line=1) from None
+                raise
         else:
             records = _csv(path, ",")
     for line, rec in records:
         if not isinstance(rec, dict):
             raise DataError(f"record is a {type(rec).__name__}, expected an object", path=str(path), line=line)
     return records
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def read_records(path_or_id: str, split: str = "test") -> list[Record]:
+    """``(line, record)`` pairs of a local JSON/JSONL/CSV/TSV file, or of a Hugging Face dataset
+    (the 1-based row number as line); for callers that parse records of their own formats."""
+    path = Path(path_or_id).expanduser()
+    if path.is_file():
+        return _read_records(path)
+    _require_hub_id(path_or_id)
+    return _hf_records(path_or_id, split)
 
 
 def _hf_records(dataset_id: str, split: str) -> list[Record]:
