@@ -1,0 +1,218 @@
+"""``run_train``: supervised fine-tuning through TRL ``SFTTrainer`` with ``ContextRelianceCallback`` attached.
+
+Full fine-tuning or LoRA (optionally QK-only), completion-only loss, the resolved config saved in
+the run folder, resumable from its checkpoints. On CPU the LM head projects only the labelled
+(completion) positions (see :func:`compact_lm_head`).
+
+Example:
+    >>> from ctxrely.train.config import load_config
+    >>> cfg = load_config("examples/run.yaml", ["max_steps=20"])  # doctest: +SKIP
+    >>> run_dir = run_train(cfg)  # doctest: +SKIP
+    >>> sorted(p.name for p in run_dir.iterdir())[:3]  # doctest: +SKIP
+    ['ctxrely_config.yaml', 'final', 'probe_set.jsonl']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ctxrely.data.schema import ConflictExample
+from ctxrely.errors import ConfigError
+from ctxrely.train.config import TrainConfig, save_config, validate
+from ctxrely.train.data import load_sft_rows, probe_format, to_id_rows, to_sft_rows
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def compact_lm_head() -> Iterator[None]:
+    """Make TRL's fused LM head project only the positions that have a label, on CPU too.
+
+    TRL 1.16 computes the loss without materialising full logits (``add_fused_lm_head``), but on
+    devices without Triton it projects *every* position (prompt and padding included) through the
+    vocabulary and masks afterwards. With completion-only loss most positions are prompt, and on a
+    CPU the output layer dominates the step. Inside this context the compaction TRL does on CUDA is
+    used on CPU as well (same kernel, fewer rows; identical loss and gradients). A no-op where the
+    TRL internals differ.
+    """
+    try:
+        import trl.trainer.utils as tu
+    except ImportError:
+        yield
+        return
+    original = getattr(tu, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    tu._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        tu._use_triton = original
+
+
+def _trainer_class() -> Any:
+    from trl import SFTTrainer
+
+    class CtxSFTTrainer(SFTTrainer):
+        """``SFTTrainer`` whose loss projects only labelled positions through the LM head."""
+
+        compact = True
+
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            with compact_lm_head() if self.compact else contextlib.nullcontext():
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+
+    return CtxSFTTrainer
+
+
+def _device(cfg: TrainConfig) -> str:
+    if cfg.device != "auto":
+        return cfg.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _qk(model: Any, cfg: TrainConfig) -> list[str] | None:
+    """QK-only: freeze all but Q/K (full) or return the LoRA targets (lora)."""
+    if cfg.train_modules != "qk":
+        return None
+    try:
+        from ctxrely.mitigate import qk_only
+    except ImportError as e:
+        raise ConfigError("train_modules: qk needs ctxrely.mitigate.qk_only, which this installation lacks") from e
+    if cfg.finetune == "lora":
+        return list(qk_only.qk_lora_targets(model))
+    trainable = qk_only.freeze_all_but_qk(model)
+    log.info("QK-only: training %d parameter tensors", len(trainable))
+    return None
+
+
+def _resume_arg(cfg: TrainConfig, out: Path) -> str | bool | None:
+    if not cfg.resume:
+        return None
+    if cfg.resume == "last":
+        ckpts = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+        if not ckpts:
+            raise ConfigError(f"resume: last: no checkpoint-* folder in {out}")
+        return str(ckpts[-1])
+    if not Path(cfg.resume).is_dir():
+        raise ConfigError(f"resume: checkpoint folder not found: {cfg.resume}")
+    return cfg.resume
+
+
+def run_train(
+    cfg: TrainConfig,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    train_rows: list[dict[str, Any]] | None = None,
+    eval_examples: dict[str, list[ConflictExample]] | None = None,
+    id_rows: list[dict[str, Any]] | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> Path:
+    """Fine-tune as ``cfg`` says and return the run folder.
+
+    Args:
+        cfg: the resolved :class:`TrainConfig`.
+        model / tokenizer: a preloaded model (default: ``load_model(cfg.model)``).
+        train_rows: in-memory training rows in any supported format (default: read ``cfg.dataset``).
+        eval_examples: in-memory probe suites ``{name: [ConflictExample]}``, added to ``cfg.suites``.
+        id_rows: in-memory in-distribution rows (any supported format), added to ``cfg.id_sets``.
+        extra_callbacks: further ``TrainerCallback`` objects.
+    """
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig
+
+    from ctxrely.track.callback import ContextRelianceCallback
+
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = _resume_arg(cfg, out)
+    save_config(cfg, out)
+    set_seed(cfg.seed)
+    device = _device(cfg)
+    if model is None or tokenizer is None:
+        from ctxrely.models import load_model
+
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=device,
+                                      trust_remote_code=cfg.trust_remote_code)
+    if train_rows is not None:
+        raw: list[Any] = list(train_rows)
+        sft_rows = to_sft_rows(raw, cfg.dataset_format, prompt_format=cfg.prompt_format, tokenizer=tokenizer)
+    elif cfg.dataset:
+        from ctxrely.train.data import load_rows
+
+        raw = load_rows(cfg.dataset, cfg.dataset_split, cfg.max_train_samples)
+        sft_rows = to_sft_rows(raw, cfg.dataset_format, prompt_format=cfg.prompt_format, tokenizer=tokenizer,
+                               path=cfg.dataset)
+    else:
+        raise ConfigError("field 'dataset' is required (or pass train_rows)")
+    if cfg.max_train_samples:
+        sft_rows = sft_rows[:cfg.max_train_samples]
+    id_sets: dict[str, list[dict[str, str]]] = {}
+    if cfg.id_holdout:
+        if cfg.id_holdout >= len(sft_rows):
+            raise ConfigError(f"id_holdout={cfg.id_holdout} leaves no training rows (dataset has {len(sft_rows)})")
+        id_sets["heldout"] = to_id_rows(sft_rows[-cfg.id_holdout:], tokenizer)
+        sft_rows = sft_rows[:-cfg.id_holdout]
+    for path in cfg.id_sets:
+        id_sets[Path(path).stem] = to_id_rows(load_sft_rows(path, prompt_format=cfg.prompt_format,
+                                                            tokenizer=tokenizer), tokenizer)
+    if id_rows:
+        id_sets["id"] = to_id_rows(to_sft_rows(id_rows, prompt_format=cfg.prompt_format, tokenizer=tokenizer),
+                                   tokenizer)
+    eval_fmt = cfg.eval_format if cfg.eval_format != "auto" else probe_format(cfg.dataset_format, raw, sft_rows,
+                                                                               cfg.prompt_format)
+    callback = ContextRelianceCallback(
+        suites=cfg.suites, examples=eval_examples, id_sets=id_sets or None, eval_every=cfg.eval_every,
+        mode=cfg.eval_mode, metric=cfg.metric, limit=cfg.eval_limit, fmt=eval_fmt, indicator=cfg.indicator,
+        drop_threshold=cfg.drop_threshold, patience=cfg.patience, on_inversion=cfg.on_inversion,
+        attention_subset=cfg.attention_subset, output_dir=out, tokenizer=tokenizer)
+    lora_targets = _qk(model, cfg)
+    peft_config = None
+    if cfg.finetune == "lora":
+        from peft import LoraConfig
+
+        targets: Any = lora_targets or cfg.lora.target_modules
+        peft_config = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                 target_modules=targets[0] if targets == ["all-linear"] else targets,
+                                 task_type="CAUSAL_LM")
+    args = SFTConfig(
+        output_dir=str(out), run_name=cfg.run_name or out.name, max_steps=cfg.max_steps or -1,
+        num_train_epochs=cfg.num_epochs, learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, seed=cfg.seed,
+        logging_steps=cfg.logging_steps, save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500, save_total_limit=cfg.save_total_limit, report_to=cfg.report_to,
+        use_cpu=device == "cpu", completion_only_loss=cfg.completion_only_loss,
+        bf16=cfg.dtype == "bfloat16" and device != "cpu", fp16=cfg.dtype == "float16" and device != "cpu")
+    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
+                               processing_class=tokenizer, peft_config=peft_config)
+    trainer.compact = cfg.compact_lm_head
+    kept = len(trainer.train_dataset)
+    if kept == 0:
+        raise ConfigError(f"every training row was dropped: no completion token survives truncation to "
+                          f"max_length={cfg.max_length} (prompts too long?); raise max_length")
+    if kept < len(sft_rows):
+        log.warning("%d of %d training rows dropped: their completion does not fit in max_length=%d",
+                    len(sft_rows) - kept, len(sft_rows), cfg.max_length)
+    callback.attach(trainer)
+    for cb in extra_callbacks:
+        trainer.add_callback(cb)
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    log.info("training %s (%s, %d trainable parameters) on %d rows; probes in %s format", cfg.model,
+             cfg.finetune, trainable, len(sft_rows), eval_fmt)
+    trainer.train(resume_from_checkpoint=resume)
+    if cfg.save_final:
+        trainer.save_model(str(out / "final"))
+    return out
