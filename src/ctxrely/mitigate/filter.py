@@ -1,0 +1,77 @@
+"""Drop non-context-critical training rows (Goyal et al. 2024): the lowest NLL-without-context
+share, or a class, with a manifest saying what was dropped and why.
+
+Example:
+    >>> kept, manifest = filter_rows(rows, scores, drop=0.25)  # doctest: +SKIP
+    >>> manifest["n_dropped"], manifest["dropped"][0]["reason"]  # doctest: +SKIP
+    (2, 'nll_without 0.412 <= cutoff 0.530: lowest 25% of 8 rows with context')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from ctxrely.registry import MITIGATIONS
+
+By = Literal["nll_without", "class"]
+
+
+def _reason_nll(v: float, cutoff: float, drop: float, n: int, scope: str) -> str:
+    pool = "rows with context" if scope == "context" else "scored rows"
+    return f"nll_without {v:.3f} <= cutoff {cutoff:.3f}: lowest {drop:.0%} of {n} {pool}"
+
+
+@MITIGATIONS.register("filter", description="drop the lowest-k% of rows by NLL without context, or a class "
+                      "(C+S), keeping the original format; writes a manifest (Goyal et al. 2024)")
+def filter_rows(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any]], *, drop: float = 0.25,
+                by: By = "nll_without", classes: Sequence[str] = ("C+S",), scope: str = "context"
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Keep the rows that need their context.
+
+    Args:
+        rows: the original rows (any format); ``scores[i]`` belongs to ``rows[i]``.
+        scores: rows of ``DIR/scores.jsonl`` (``nll_without``, ``has_context``, ``cls``, ``id``, ``line``).
+        drop: share to drop when ``by="nll_without"`` (of the rows in ``scope``), in [0, 1).
+        by: ``nll_without`` (lowest first) or ``class`` (drop rows whose class is in ``classes``).
+        scope: ``context`` ranks only rows that have a context (rows without one are always kept);
+            ``all`` ranks every scored row.
+
+    Returns:
+        ``(kept rows, manifest)``; the manifest lists each dropped row's index, id, line and reason.
+    """
+    if len(rows) != len(scores):
+        raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
+    if not 0 <= drop < 1:
+        raise ValueError(f"drop must be in [0, 1), got {drop}")
+    if by not in ("nll_without", "class"):
+        raise ValueError(f"by must be 'nll_without' or 'class', got {by!r}")
+    if scope not in ("context", "all"):
+        raise ValueError(f"scope must be 'context' or 'all', got {scope!r}")
+    reasons: dict[int, str] = {}
+    cutoff = None
+    if by == "nll_without":
+        pool = [i for i, s in enumerate(scores) if s.get("nll_without") is not None
+                and (scope == "all" or s.get("has_context"))]
+        pool.sort(key=lambda i: (scores[i]["nll_without"], i))
+        k = int(round(drop * len(pool)))
+        if k:
+            cutoff = scores[pool[k - 1]]["nll_without"]
+            for i in pool[:k]:
+                reasons[i] = _reason_nll(scores[i]["nll_without"], cutoff, drop, len(pool), scope)
+    else:
+        wanted = set(classes)
+        for i, s in enumerate(scores):
+            if s.get("cls") in wanted:
+                v = s.get("nll_without")
+                reasons[i] = f"class {s['cls']}" + (f" (nll_without {v:.3f})" if v is not None else "")
+    kept = [r for i, r in enumerate(rows) if i not in reasons]
+    manifest = {
+        "by": by, "drop": drop if by == "nll_without" else None, "classes": list(classes) if by == "class" else None,
+        "scope": scope, "cutoff": cutoff, "n_in": len(rows), "n_kept": len(kept), "n_dropped": len(reasons),
+        "n_unscored_kept": sum(1 for i, s in enumerate(scores) if s.get("nll_without") is None and i not in reasons),
+        "dropped": [{"index": i, "id": scores[i].get("id"), "line": scores[i].get("line"),
+                     "cls": scores[i].get("cls"), "nll_without": scores[i].get("nll_without"), "reason": reasons[i]}
+                    for i in sorted(reasons)],
+    }
+    return kept, manifest
