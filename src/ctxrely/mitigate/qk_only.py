@@ -117,26 +117,30 @@ class VGuard:
                 p.index_copy_(dim, idx, saved)
 
     def install(self, model: Any) -> None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
+        """Register with the process-wide optimizer post-hook and tie the guard's life to ``model``."""
+        global _HOOK
+        if _HOOK is None:
+            from torch.optim.optimizer import register_optimizer_step_post_hook
 
-        ref = weakref.ref(self)
-        handle: Any = None
-
-        def post(_opt: Any, _args: Any, _kwargs: Any) -> None:
-            guard = ref()
-            if guard is None:
-                handle.remove()
-            else:
-                guard.restore()
-
-        handle = register_optimizer_step_post_hook(post)
-        self.handles.append(handle)
+            _HOOK = register_optimizer_step_post_hook(_restore_all)
+        _GUARDS.add(self)
         model._ctxrely_qk_guard = self
 
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        _GUARDS.discard(self)
+
+
+# One global optimizer post-hook restores every live guard (a weak set: a guard dies with its model).
+_GUARDS: weakref.WeakSet[VGuard] = weakref.WeakSet()
+_HOOK: Any = None
+
+
+def _restore_all(_opt: Any, _args: Any, _kwargs: Any) -> None:
+    for guard in list(_GUARDS):
+        guard.restore()
 
 
 @MITIGATIONS.register("qk_only", description="fine-tune only query/key projections (full or LoRA); fused QKV "
