@@ -9,7 +9,8 @@ line and the field. The context of a row is:
   ``context`` is used when present), or the ``{context}`` part of the last user turn matched against
   a template (``--context-template "Context: {context}\\n\\nQuestion: {question}"``). A context field
   found verbatim in the user turn is cut out of it for the no-context prompt; otherwise it is put in
-  front of the user turn (``context + "\\n\\n" + turn``) for the with-context prompt.
+  front of the user turn (``context + "\\n\\n" + turn``) for the with-context prompt. Rows that do
+  not match the template count as rows without context (at least one row must match).
 
 Example:
     >>> data = load_sft("train.jsonl")  # doctest: +SKIP
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,8 @@ from ctxrely.data.schema import DataError
 
 Fmt = Literal["alpaca", "messages", "prompt_completion"]
 FORMATS = ("alpaca", "messages", "prompt_completion")
-Path_ = tuple[Any, ...]  # a path into a raw row, e.g. ("messages", 3, "content")
+Path_ = tuple[Any, ...]
+log = logging.getLogger(__name__)  # a path into a raw row, e.g. ("messages", 3, "content")
 
 
 @dataclass(frozen=True)
@@ -315,8 +318,8 @@ def parse_row(raw: dict[str, Any], *, fmt: str, index: int, line: int = 0, path:
     common = dict(history=tuple(dict(m) for m in hist), user_path=user_path, response_path=resp_path)
     if context_template:
         m = match_template(context_template, user)
-        if m is None:
-            raise r.err("does not match --context-template", ".".join(map(str, user_path)))
+        if m is None:  # a row in another shape: taken as one without context (load_sft checks some match)
+            return SFTExample(rid, line, fmt, user, user, resp, "", raw, suffix_at=len(user.rstrip()), **common)
         return _embedded(rid, line, fmt, user, resp, raw, m, common)
     ckey = context_field or ("context" if "context" in raw else None)
     ctx = r.text(ckey, required=context_field is not None, nonempty=False) if ckey else ""
@@ -377,6 +380,14 @@ def load_sft(path: str | Path, *, fmt: str = "auto", context_field: str | None =
             continue
         seen[ex.id] = line
         examples.append(ex)
+    if context_template and examples:
+        n_match = sum(ex.context_span is not None for ex in examples)
+        if n_match == 0:
+            raise DataError(f"no row matches --context-template {context_template!r} (e.g. line "
+                            f"{examples[0].line}: {examples[0].prompt_with_context[:80]!r})", path=str(path))
+        if n_match < len(examples):
+            log.info("%d of %d rows do not match --context-template; they are scored as rows without context",
+                     len(examples) - n_match, len(examples))
     return SFTData(str(path), ftype, fmt, examples, columns, errors)
 
 
