@@ -145,6 +145,15 @@ class ContextRelianceCallback(TrainerCallback):
             del frame
         return None
 
+    def settings(self) -> dict[str, Any]:
+        """What this callback measures, written to ``tracking.json`` (the report reads it)."""
+        d = self.detector
+        return {"metric": self.metric, "suites": self.probe.suites, "mode": self.probe.mode,
+                "format": self.probe.fmt.name, "indicator": self.probe.indicator, "eval_every": self.eval_every,
+                "n_examples": len(self.probe.examples), "id_sets": sorted(self.probe.id_sets),
+                "attention_subset": len(self.probe.attention_idx), "drop_threshold": d.drop_threshold,
+                "patience": d.patience, "scale": d.scale, "on_inversion": list(self.actions)}
+
     # -- events ---------------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.trainer is None:
@@ -161,8 +170,10 @@ class ContextRelianceCallback(TrainerCallback):
             self.detector.update(int(r["step"]), r.get(self.metric))
         if self.detector.inverted:
             log.warning("resuming after an inversion already detected at step %d", self.detector.event.step)
-        if state.is_world_process_zero and (state.global_step == 0 or not self.store.probe_path.exists()):
-            self.store.write_probe_set([{**e.to_dict(), "meta": None} for e in self.probe.examples])
+        if state.is_world_process_zero:
+            if state.global_step == 0 or not self.store.probe_path.exists():
+                self.store.write_probe_set([{**e.to_dict(), "meta": None} for e in self.probe.examples])
+            self.store.write_settings(self.settings())
         self._evaluate(args, state, control, model)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:

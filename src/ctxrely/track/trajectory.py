@@ -7,6 +7,7 @@ Files in the run folder:
 - ``trajectory_examples.jsonl``: ``{"step", "rows": [{"suite", "id", "cf_wins", "cf_hit", ...}]}``,
   the per-example flags of the same evaluation (the report computes flips from it).
 - ``probe_set.jsonl``: the probe examples themselves (context, question, answers), written once.
+- ``tracking.json``: what is measured (metric, suites, thresholds), rewritten at each start.
 - ``*.superseded.jsonl``: rows moved aside when a run restarts or resumes from an earlier
   checkpoint: a resumed run continues the same file without duplicate steps, and nothing
   already computed is deleted.
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 TRAJECTORY = "trajectory.jsonl"
 EXAMPLES = "trajectory_examples.jsonl"
 PROBE_SET = "probe_set.jsonl"
+SETTINGS = "tracking.json"
 
 
 def _clean(v: Any) -> Any:
@@ -151,3 +153,13 @@ class TrajectoryStore:
 
     def probe_set(self) -> list[dict[str, Any]]:
         return read_jsonl(self.probe_path)
+
+    def write_settings(self, settings: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / (SETTINGS + ".tmp")
+        tmp.write_text(json.dumps(_clean(settings), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.dir / SETTINGS)
+
+    def settings(self) -> dict[str, Any]:
+        path = self.dir / SETTINGS
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ctxrely.data.schema import DataError
@@ -27,14 +26,9 @@ FORMATS = ("alpaca", "messages", "prompt_completion")
 
 def load_rows(source: str, split: str = "train", limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
     """``(line, record)`` pairs of a local JSON/JSONL/CSV file or a hub dataset (row number as line)."""
-    from ctxrely.data.loaders import _hf_records, _read_records, _require_hub_id
+    from ctxrely.data.loaders import read_records
 
-    p = Path(source).expanduser()
-    if p.is_file():
-        records = _read_records(p)
-    else:
-        _require_hub_id(source)
-        records = _hf_records(source, split)
+    records = read_records(source, split)
     if not records:
         raise DataError("no rows", path=source)
     return records[:limit] if limit else records
@@ -88,10 +82,12 @@ def to_sft_rows(rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]], fmt
         raise DataError(f"unknown dataset format {fmt!r}; choose auto, {', '.join(FORMATS)}", path=path)
     pf = get_format(prompt_format)
     out: list[dict[str, Any]] = []
+    kind = fmt
     for line, row in pairs:
         if not isinstance(row, dict):
             raise DataError(f"row is a {type(row).__name__}, expected an object", path=path, line=line)
-        kind = fmt if fmt != "auto" else detect_format(row, path, line)
+        if kind == "auto":  # the first row decides for the whole file
+            kind = detect_format(row, path, line)
         if kind == "alpaca":
             prompt = pf.render(_text(row, "input", path, line, allow_empty=True),
                                _text(row, "instruction", path, line), tokenizer)
