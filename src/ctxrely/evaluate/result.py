@@ -60,6 +60,8 @@ class EvalResult:
                 if isinstance(v, dict) and "mean" in v:
                     txt = "absent" if v["mean"] is None else f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
                     rows.append((suite, key, txt))
+                elif key == "buckets" and v:
+                    rows.append((suite, "buckets", " / ".join(f"{b} {c}" for b, c in v["counts"].items())))
                 elif v is None and key != "buckets":
                     rows.append((suite, key, "absent (no parametric answer)"))
         return rows
