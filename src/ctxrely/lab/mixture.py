@@ -8,9 +8,11 @@
 * **S**: a real, known fact asked closed-book (no context).
 
 Each context holds the fact's sentence and one distractor sentence about another entity, in random
-order. Rows are ``prompt``/``completion`` pairs rendered with the lab's prompt format (the model's
-chat template when it has one) plus ``cls``, ``key``, ``context``, ``question`` and ``answer``, so
-scorers and mitigations can re-render or re-score them.
+order. Rows are ``prompt``/``completion`` pairs in the lab's prompt format: conversational
+(``[{"role": "user", ...}]``, so the trainer applies the model's chat template exactly as the
+evaluation does) for chat models, plain text (``...Answer:`` / `` Paris``) for base models; plus
+``cls``, ``key``, ``context``, ``question`` and ``answer``, so scorers and mitigations can re-render
+or re-score them (the context appears verbatim in the user text).
 
 Example:
     >>> from ctxrely.data.facts import load_facts
@@ -63,8 +65,11 @@ def _fictional_obj(obj_type: str, rng: random.Random, names: dict[str, list[str]
 
 
 def fictional_facts(relation_names: Sequence[str], n: int, *, seed: int = 0,
-                    exclude_subjects: Sequence[str] = ()) -> list[Any]:
+                    exclude_subjects: Sequence[str] = (), strict: bool = True) -> list[Any]:
     """``n`` facts about invented entities, spread over ``relation_names`` (distinct subjects).
+
+    Relations whose subjects cannot be invented are skipped. With ``strict=False`` fewer than ``n``
+    facts come back when the invented names run out (``build_mixture`` then reuses them).
 
     Example:
         >>> [f.relation for f in fictional_facts(["capital"], 2, seed=0)]
@@ -80,10 +85,10 @@ def fictional_facts(relation_names: Sequence[str], n: int, *, seed: int = 0,
         raise ValueError(f"none of the relations {list(relation_names)} has a fictional subject type")
     seen = set(exclude_subjects)
     out: list[Any] = []
-    for _ in range(n * 50):
+    for attempt in range(n * 50):
         if len(out) == n:
             break
-        rel = rels[len(out) % len(rels)]
+        rel = rels[attempt % len(rels)]
         subject = _fill(rng.choice(_SUBJECTS[rel.subject_type]), rng, names)
         if subject in seen:
             continue
@@ -93,7 +98,7 @@ def fictional_facts(relation_names: Sequence[str], n: int, *, seed: int = 0,
         seen.add(subject)
         out.append(Fact(subject=subject, relation=rel.name, obj=obj, subject_type=rel.subject_type,
                         obj_type=rel.obj_type))
-    if len(out) < n:
+    if len(out) < n and strict:
         raise ValueError(f"could only invent {len(out)} distinct fictional subjects, asked for {n}")
     return out
 
@@ -132,10 +137,14 @@ def training_row(fact: Any, cls: str, fmt: PromptFormat, tokenizer: Any, distrac
         rng.shuffle(sents)
         context = " ".join(sents)
     question = question_for(fact)
-    prompt = fmt.render(context, question, tokenizer)
-    return {"prompt": prompt, "completion": fact.obj if fmt.chat else continuation(prompt, fact.obj),
-            "cls": cls, "key": fact_key(fact), "context": context, "question": question, "answer": fact.obj,
-            "aliases": list(fact.obj_aliases)}
+    if fmt.chat:  # conversational: the trainer applies the chat template, as the eval's renderer does
+        prompt: Any = [{"role": "user", "content": fmt.user_text(context, question)}]
+        completion: Any = [{"role": "assistant", "content": fact.obj}]
+    else:
+        prompt = fmt.render(context, question, tokenizer)
+        completion = continuation(prompt, fact.obj)
+    return {"prompt": prompt, "completion": completion, "cls": cls, "key": fact_key(fact), "context": context,
+            "question": question, "answer": fact.obj, "aliases": list(fact.obj_aliases)}
 
 
 def _cycle(items: Sequence[Any], n: int, rng: random.Random) -> list[Any]:

@@ -51,6 +51,9 @@ class LabPreset:
                                  metadata={"help": "fact relations to use (empty: all shipped relations)"})
     facts_per_relation: int = field(default=0, metadata={"help": "probe at most this many facts of each "
                                                                  "relation, chosen at random (0: all)"})
+    probe: bool = field(default=True, metadata={"help": "probe the model closed-book and keep the facts it "
+                                                        "knows; false keeps every fact (only for tiny random "
+                                                        "models in tests and --quick: no real measurement)"})
     probe_method: str = field(default="generate", metadata={"help": "'generate' (closed-book greedy answer "
                                                                     "contains the object) or 'logits'"})
     n_heldout: int = field(default=48, metadata={"help": "known facts held out as conflict items (never "
@@ -78,6 +81,16 @@ class LabPreset:
                                                           "step 0)"})
     eval_mode: str = field(default="logits", metadata={"help": "'logits', 'generate' or 'both'"})
     eval_batch_size: int = field(default=16, metadata={"help": "batch size of the evaluations"})
+    attention_subset: int = field(default=8, metadata={"help": "conflict items whose attention to the context "
+                                                               "is logged at each evaluation (0: off)"})
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps so an interrupted run resumes "
+                                                         "mid-way (0: no checkpoints; a run restarts)"})
+    max_length: int = field(default=512, metadata={"help": "truncate training sequences to this many tokens"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    augment_ratio: float = field(default=0.3, metadata={"help": "'augment' run: counterfactual copies added, as "
+                                                                "a share of the rows"})
+    indicator_threshold: float = field(default=0.6, metadata={"help": "'indicator' run: mark rows whose attention "
+                                                                      "context-dependency exceeds this"})
     filter_drop: float = field(default=0.25, metadata={"help": "share of context points the 'filter' run drops"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "training seeds (one run dir each)"})
     runs: list[str] = field(default_factory=lambda: ["baseline", "no_ccs"],

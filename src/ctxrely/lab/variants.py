@@ -1,0 +1,140 @@
+"""The runs a lab experiment compares: the baseline and each mitigation, as (rows, config changes).
+
+Each variant takes the baseline mixture and returns what that run trains on, the ``TrainConfig``
+fields it changes and a manifest saying what was done. Scores from the *base* model (context
+criticality for ``filter``, attention context-dependency for ``indicator``) are computed once per
+experiment and cached in ``<out>/data/``, since every seed uses the same base model. Mitigations are
+the package's own (:mod:`ctxrely.mitigate`); a variant whose module is missing raises
+:class:`VariantUnavailable` and the runner skips it with a warning.
+
+Example:
+    >>> v = make_variant("no_ccs", rows, preset, model, tok, data_dir)  # doctest: +SKIP
+    >>> v.manifest["n_rows"], v.overrides  # doctest: +SKIP
+    (144, {})
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctxrely.lab.presets import RUNS, LabPreset
+
+
+class VariantUnavailable(RuntimeError):
+    """The mitigation this run needs is not installed in this checkout."""
+
+
+@dataclass
+class Variant:
+    """What one run trains on.
+
+    Attributes:
+        rows: training rows (mixture format).
+        overrides: ``TrainConfig`` fields to change (``train_modules``, ``indicator``).
+        manifest: what the mitigation did (counts, dropped rows, marked rows).
+        add_indicator: add this token to the tokenizer/model before training.
+    """
+
+    rows: list[dict[str, Any]]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    add_indicator: str | None = None
+
+
+def _sft_examples(rows: list[dict[str, Any]]) -> list[Any]:
+    from ctxrely.diagnose.sft_rows import parse_row
+
+    return [parse_row(r, fmt="prompt_completion", index=i, line=i + 1, context_field="context")
+            for i, r in enumerate(rows)]
+
+
+def _cached(path: Path, compute: Any) -> Any:
+    if path.exists():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    path.write_text(json.dumps(value), encoding="utf-8")
+    return value
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    from ctxrely.lab.mixture import class_counts
+
+    return {"n_rows": len(rows), **class_counts(rows)}
+
+
+def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any,
+                 data_dir: str | Path, *, seed: int = 0, progress: bool = True) -> Variant:
+    """Rows and config changes of run ``run`` (one of :data:`ctxrely.lab.presets.RUNS`).
+
+    Raises:
+        VariantUnavailable: the mitigation's module is missing from this checkout.
+    """
+    data_dir = Path(data_dir)
+    if run not in RUNS:
+        raise ValueError(f"unknown run {run!r}; choose from {', '.join(RUNS)}")
+    if run == "baseline":
+        return Variant(list(rows), manifest=_counts(rows))
+    if run == "no_ccs":
+        kept = [r for r in rows if r.get("cls") != "C+S"]
+        return Variant(kept, manifest={**_counts(kept), "removed": len(rows) - len(kept)})
+    if run == "qk_only":
+        try:
+            import ctxrely.mitigate.qk_only  # noqa: F401
+        except ImportError as e:
+            raise VariantUnavailable("qk_only needs ctxrely.mitigate.qk_only") from e
+        return Variant(list(rows), overrides={"train_modules": "qk"}, manifest=_counts(rows))
+    if run == "filter":
+        return _filter(rows, preset, model, tokenizer, data_dir, progress)
+    if run == "augment":
+        try:
+            from ctxrely.mitigate.augment import augment
+        except ImportError as e:
+            raise VariantUnavailable("augment needs ctxrely.mitigate.augment") from e
+        res = augment(rows, ratio=preset.augment_ratio, seed=preset.data_seed, fmt="prompt_completion",
+                      context_field="context")
+        new = [dict(r, cls=f"{r.get('cls', '?')}-aug") for r in res.rows[len(rows):]]
+        out = list(rows) + new
+        return Variant(out, manifest={**_counts(out), "added": len(new), "eligible": res.n_eligible})
+    return _indicator(rows, preset, model, tokenizer, data_dir, progress)
+
+
+def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
+            progress: bool) -> Variant:
+    try:
+        from ctxrely.diagnose.criticality import score_criticality
+        from ctxrely.mitigate.filter import filter_rows
+    except ImportError as e:
+        raise VariantUnavailable("filter needs ctxrely.diagnose.criticality and ctxrely.mitigate.filter") from e
+    template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
+    scores = _cached(data_dir / "criticality.json", lambda: score_criticality(
+        model, tokenizer, _sft_examples(rows), batch_size=preset.eval_batch_size, progress=progress,
+        template=template))
+    kept, manifest = filter_rows(rows, scores, drop=preset.filter_drop)
+    dropped = [rows[d["index"]].get("cls") for d in manifest["dropped"]]
+    summary = {c: dropped.count(c) for c in ("C", "C+S", "S")}
+    return Variant(kept, manifest={**_counts(kept), "dropped_by_class": summary, "cutoff": manifest["cutoff"],
+                                   "n_dropped": manifest["n_dropped"]})
+
+
+def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
+               progress: bool) -> Variant:
+    try:
+        from ctxrely.diagnose.attention_score import context_dependency
+        from ctxrely.mitigate.indicator import DEFAULT_TOKEN, apply_indicator
+    except ImportError as e:
+        raise VariantUnavailable("indicator needs ctxrely.mitigate.indicator") from e
+    template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
+    scores = _cached(data_dir / "attention_scores.json", lambda: context_dependency(
+        model, tokenizer, _sft_examples(rows), batch_size=max(1, preset.eval_batch_size // 4), template=template,
+        progress=progress))
+    marked = apply_indicator(rows, scores, threshold=preset.indicator_threshold, token=DEFAULT_TOKEN,
+                             fmt="prompt_completion", context_field="context")
+    n_marked = sum(1 for a, b in zip(rows, marked, strict=True) if a is not b)
+    by_cls = {c: sum(1 for a, b in zip(rows, marked, strict=True) if a is not b and a.get("cls") == c)
+              for c in ("C", "C+S", "S")}
+    return Variant(marked, overrides={"indicator": DEFAULT_TOKEN}, add_indicator=DEFAULT_TOKEN,
+                   manifest={**_counts(marked), "marked": n_marked, "marked_by_class": by_cls,
+                             "threshold": preset.indicator_threshold})
