@@ -46,12 +46,13 @@ def classify(nll_without: float | None, has_context: bool, *, cs_threshold: floa
 
 
 def quantile_threshold(rows: Sequence[dict[str, Any]], q: float) -> float:
-    """The ``q``-quantile of ``nll_without`` over rows with context (a data-relative C+S cut-off)."""
+    """The ``q``-quantile of ``nll_without`` over rows with context (a data-relative C+S cut-off).
+
+    Rows at or below it are ``round(q * n)`` of the ``n`` rows with context (ties aside).
+    """
     vals = sorted(r["nll_without"] for r in rows if r.get("has_context") and r.get("nll_without") is not None)
-    if not vals:
-        return float("-inf")
-    k = min(len(vals) - 1, max(0, math.ceil(q * len(vals)) - 1))
-    return vals[k]
+    k = min(len(vals), int(round(q * len(vals))))  # as `ctxrely filter --drop q`: round(q * n) rows
+    return vals[k - 1] if k else float("-inf")
 
 
 def reclassify(rows: list[dict[str, Any]], *, cs_threshold: float | None = None,

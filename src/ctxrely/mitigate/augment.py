@@ -2,8 +2,9 @@
 
 For a row whose answer appears in its context, the answer entity is replaced, consistently in the
 context and the response, by another entity of the same type, so that only reading the context
-gives the right answer. The answer is the whole response when it is short (<= 6 words) and appears
-in the context, else the longest capitalised phrase or number of the response that appears there.
+gives the right answer. The answer is the longest capitalised phrase or number of the response that
+appears in the context and not in the question, else the whole response if short (<= 6 words) and
+found in the context.
 Types: the shipped fact tables (country, city, person, year, ...) where they know the entity, else a
 shape (year, number, date, proper name, other). Substitutes come from ``entity_pool`` or, by
 default, from the answers of the other rows plus the fact tables.
@@ -80,15 +81,22 @@ def entity_type(text: str) -> str:
 
 
 def find_answer(ex: SFTExample) -> str | None:
-    """The answer entity of a row if it appears in its context (see the module docstring)."""
+    """The answer entity of a row if it appears in its context (see the module docstring).
+
+    Candidates are the capitalised phrases and numbers of the response that appear in the context
+    but not in the question (the longest wins); failing those, the whole response if it is short.
+    """
     if not ex.has_context:
         return None
+    found = [m.group(0).rstrip(".") for m in _PHRASE.finditer(ex.response)]
+    found = [f for f in found if f.lower() not in _STOP and word_pattern(f).search(ex.context)
+             and not word_pattern(f).search(ex.prompt_without_context)]
+    if found:
+        return max(found, key=len)
     resp = ex.response.strip().rstrip(".!?").strip()
     if resp and len(resp.split()) <= 6 and word_pattern(resp).search(ex.context):
         return resp
-    found = [m.group(0).rstrip(".") for m in _PHRASE.finditer(ex.response)]
-    found = [f for f in found if f.lower() not in _STOP and word_pattern(f).search(ex.context)]
-    return max(found, key=len) if found else None
+    return None
 
 
 def rewrite(ex: SFTExample, *, context: Callable[[str], str] | None = None,
