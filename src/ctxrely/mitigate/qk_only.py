@@ -204,8 +204,11 @@ def qk_lora(model: Any, *, r: int = 8, alpha: int = 16, dropout: float = 0.0, **
     """Wrap ``model`` in PEFT LoRA on the query/key projections only (value part of fused QKV held at 0)."""
     from peft import LoraConfig, get_peft_model
 
-    if lora_kwargs.get("use_dora") and any(qk.v_mask is not None for qk in qk_modules(model)):
+    mods = qk_modules(model)
+    if lora_kwargs.get("use_dora") and any(qk.v_mask is not None for qk in mods):
         raise ValueError("QK-only LoRA on a fused QKV projection does not support DoRA")
+    if any(qk.out_dim == 1 for qk in mods):  # GPT-2 Conv1D stores weights transposed
+        lora_kwargs.setdefault("fan_in_fan_out", True)
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=qk_lora_targets(model),
                      task_type="CAUSAL_LM", **lora_kwargs)
     pm = get_peft_model(model, cfg)
