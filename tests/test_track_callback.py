@@ -77,6 +77,8 @@ def test_sft_run_writes_rows_every_n_steps_and_logs_them(fresh_llama, tmp_path):
     assert sorted(logged) == [0, 5, 10, 15, 20, 25, 30]
     assert logged[10]["ctxrely/toy/m_c"] == pytest.approx(rows[2]["toy/m_c"])
     assert all(modes) and len(modes) == 30
+    # the trainer's own loss log at the same steps survives our trainer.log calls
+    assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [5, 10, 15, 20, 25, 30]
     # step 0 is exactly what `ctxrely eval` (the same core) says about the untrained model
     ref = evaluate(initial, tok, examples=toy_examples(), mode="logits", n_boot=0, progress=False).metrics
     assert rows[0]["toy/logit_cf_rate"] == pytest.approx(ref["toy/logit_cf_rate"])

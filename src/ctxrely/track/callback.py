@@ -227,7 +227,12 @@ class ContextRelianceCallback(TrainerCallback):
     def _log(self, metrics: dict[str, float], state: Any) -> None:
         logs = {f"{self.log_prefix}{k}": float(v) for k, v in metrics.items()}
         if self.trainer is not None:
+            # CallbackHandler.on_log clears should_log; keep the trainer's own loss log of this step
+            # (and, under DDP, its loss all-gather, which every rank must reach).
+            control = self.trainer.control
+            keep = control.should_log
             self.trainer.log(logs)
+            self.trainer.control.should_log = keep
             return
         if not self._warned_no_trainer:
             log.warning("ContextRelianceCallback has no trainer (use cb.attach(trainer)); metrics go to "
