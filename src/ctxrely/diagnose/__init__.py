@@ -1,1 +1,15 @@
-"""ctxrely.diagnose."""
+"""ctxrely.diagnose: which training examples need their context (light: no torch at import).
+
+Importing this package registers the scorers in ``ctxrely.registry.SCORERS``.
+
+Example:
+    >>> from ctxrely.diagnose import load_sft, score_criticality  # doctest: +SKIP
+    >>> rows = score_criticality(model, tok, load_sft("train.jsonl").examples)  # doctest: +SKIP
+"""
+
+from ctxrely.diagnose.attention_score import context_dependency, encode_example
+from ctxrely.diagnose.criticality import classify, reclassify, score_criticality
+from ctxrely.diagnose.sft_rows import SFTData, SFTExample, load_sft, write_rows
+
+__all__ = ["SFTData", "SFTExample", "classify", "context_dependency", "encode_example", "load_sft", "reclassify",
+           "score_criticality", "write_rows"]
