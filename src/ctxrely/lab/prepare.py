@@ -37,7 +37,7 @@ from ctxrely.lab.mixture import (
     split_by_subject,
 )
 from ctxrely.lab.presets import LabPreset
-from ctxrely.lab.probe import fact_key, lab_format, probe_facts
+from ctxrely.lab.probe import PROBE_VERSION, fact_key, lab_format, probe_facts
 from ctxrely.provenance import config_hash
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def prepare_data(preset: LabPreset, model: Any, tokenizer: Any, out_dir: str | P
     fmt = lab_format(tokenizer)
     facts = select_facts(preset)
     fp = config_hash({**{k: getattr(preset, k) for k in DATA_FIELDS}, "fmt": fmt.chat_hash(tokenizer),
-                      "facts": [fact_key(f) for f in facts], "versions": [MIXTURE_VERSION, HELDOUT_VERSION]})
+                      "facts": [fact_key(f) for f in facts], "versions": [MIXTURE_VERSION, HELDOUT_VERSION, PROBE_VERSION]})
     if preset.probe:
         say(f"closed-book probe of {len(facts)} facts ({preset.probe_method}, {fmt.name} format)")
         recs = _cached_probe(data_dir / "probe.jsonl", fp, lambda: probe_facts(

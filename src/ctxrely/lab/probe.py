@@ -9,8 +9,9 @@ the lab trains with: the model's chat template when it has one (instruct models)
 Two definitions of "known", chosen with ``method``:
 
 * ``generate`` (default): the greedy closed-book answer (up to ``max_new_tokens``) contains the
-  object or one of its aliases after SQuAD normalisation. Robust for instruct models, which answer
-  in a sentence ("The capital city of Afghanistan is Kabul.").
+  object or one of its aliases after SQuAD normalisation, not counting an echo of the question's
+  subject ("The capital city of Guinea-Bissau is Porto." does not know Bissau; "... of Djibouti is
+  Djibouti." does). Robust for instruct models, which answer in a sentence.
 * ``logits``: every token of the object is the greedy continuation right after the prompt (the
   object is what the model would say first). Cheaper, but too strict for chatty instruct models.
 
@@ -22,14 +23,62 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from ctxrely.data.schema import ConflictExample
+from ctxrely.metrics.matching import normalize_answer
 from ctxrely.prompts import PromptFormat, get_format
 
 ProbeMethod = Literal["generate", "logits"]
+PROBE_VERSION = "2"  # bump when what counts as "known" changes (invalidates cached probes)
 PROBE_METHODS = ("generate", "logits")
+
+
+_CAPS = re.compile(r"[A-Z][\w'\u2019.\-]*(?:\s+(?:(?:of|the|de|da|du|la|von|van|and)\s+)?[A-Z][\w'\u2019.\-]*)*")
+
+
+def _count(hay: str, needle: str) -> int:
+    return len(re.findall(rf"(?<!\S){re.escape(needle)}(?!\S)", hay)) if needle else 0
+
+
+def answers_with(output: str, targets: Sequence[str], echoes: Sequence[str] = ()) -> bool:
+    """Whether ``output`` gives one of ``targets``, not counting echoes of the question's subject.
+
+    An echo phrase that contains a target ("Guinea-Bissau" for "Bissau") is removed from the output
+    first; one equal to the target ("Djibouti") is removed once (the answer must come again).
+
+    Example:
+        >>> answers_with("The capital of Guinea-Bissau is Porto.", ["Bissau"], ["Guinea-Bissau"])
+        False
+        >>> answers_with("The capital of Djibouti is Djibouti.", ["Djibouti"], ["Djibouti"])
+        True
+        >>> answers_with("The capital of Mexico is Mexico City.", ["Mexico City"], ["Mexico"])
+        True
+    """
+    for t in targets:
+        nt = normalize_answer(t)
+        hay = f" {normalize_answer(output)} "
+        for e in echoes:
+            ne = normalize_answer(e)
+            if ne == nt:
+                hay = re.sub(rf"(?<!\S){re.escape(ne)}(?!\S)", " ", hay, count=1)
+            elif _count(f" {ne} ", nt):
+                hay = re.sub(rf"(?<!\S){re.escape(ne)}(?!\S)", " ", hay)
+        if _count(hay, nt):
+            return True
+    return False
+
+
+def subject_phrases(question: str) -> list[str]:
+    """Capitalised phrases of a question (its likely subject), for :func:`answers_with`.
+
+    Example:
+        >>> subject_phrases("What is the capital city of Guinea-Bissau?")
+        ['What', 'Guinea-Bissau']
+    """
+    return [m.group(0).rstrip(".") for m in _CAPS.finditer(question)]
 
 
 def lab_format(tokenizer: Any) -> PromptFormat:
@@ -68,8 +117,8 @@ def closed_book_example(fact: Any, suite: str = "probe") -> ConflictExample:
                            cf_answer=fact.obj, cf_aliases=tuple(getattr(fact, "obj_aliases", ()) or ()))
 
 
-def _probe(model: Any, tokenizer: Any, examples: list[ConflictExample], fmt: PromptFormat | None,
-           method: ProbeMethod, max_new_tokens: int, batch_size: int, progress: bool,
+def _probe(model: Any, tokenizer: Any, examples: list[ConflictExample], echoes: list[list[str]],
+           fmt: PromptFormat | None, method: ProbeMethod, max_new_tokens: int, batch_size: int, progress: bool,
            desc: str) -> list[dict[str, Any]]:
     from ctxrely.evaluate.api import score_examples
 
@@ -79,8 +128,9 @@ def _probe(model: Any, tokenizer: Any, examples: list[ConflictExample], fmt: Pro
     rows = score_examples(model, tokenizer, examples, fmt=fmt, mode="generate" if method == "generate" else "logits",
                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc)
     out = []
-    for r in rows:
-        known = bool(r["cf_hit"]) if method == "generate" else bool(r["cf_greedy"])
+    for r, ex, echo in zip(rows, examples, echoes, strict=True):
+        known = (answers_with(r["output"], ex.cf_targets(), echo) if method == "generate"
+                 else bool(r["cf_greedy"]))
         out.append({"known": known, "output": r.get("output"), "logp": r.get("logp_cf")})
     return out
 
@@ -100,7 +150,9 @@ def probe_facts(model: Any, tokenizer: Any, facts: Sequence[Any], *, fmt: Prompt
         ``{"key", "relation", "subject", "obj", "known", "output"}`` per fact.
     """
     examples = [closed_book_example(f) for f in facts]
-    res = _probe(model, tokenizer, examples, fmt, method, max_new_tokens, batch_size, progress, "probe facts")
+    echoes = [[f.subject, *(getattr(f, "subject_aliases", ()) or ())] for f in facts]
+    res = _probe(model, tokenizer, examples, echoes, fmt, method, max_new_tokens, batch_size, progress,
+                 "probe facts")
     return [{"key": fact_key(f), "relation": f.relation, "subject": f.subject, "obj": f.obj,
              "known": r["known"], "output": r["output"]} for f, r in zip(facts, res, strict=True)]
 
@@ -123,7 +175,9 @@ def probe_examples(model: Any, tokenizer: Any, examples: Sequence[ConflictExampl
               for i in idx]
     known = [False] * len(examples)
     if closed:
-        res = _probe(model, tokenizer, closed, fmt, method, max_new_tokens, batch_size, progress, "probe items")
+        echoes = [subject_phrases(ex.question) for ex in closed]
+        res = _probe(model, tokenizer, closed, echoes, fmt, method, max_new_tokens, batch_size, progress,
+                     "probe items")
         for i, r in zip(idx, res, strict=True):
             known[i] = r["known"]
     return known

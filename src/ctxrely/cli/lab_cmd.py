@@ -1,0 +1,107 @@
+"""``ctxrely lab``: reproduce context-parametric inversion on a real pretrained LM, with mitigations.
+
+Probes which facts the model knows, builds a C / C+S / S instruction mixture from the shipped fact
+tables, fine-tunes (LoRA by default) with the tracking callback, once per (run, seed), and writes a
+comparison table (JSON + markdown) and the report. Rerunning the same command resumes.
+
+Example:
+    $ ctxrely lab --preset short --out runs/lab-short
+    $ ctxrely lab --preset long --seeds 0,1,2 --device cuda --out runs/lab-long
+    $ ctxrely lab --preset long --runs baseline,no_ccs --set max_steps=200 --set n_heldout=200
+    $ ctxrely lab --list-fields
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "lab"
+HELP = "fine-tune a real LM on a C / C+S / S fact mixture and compare mitigations (context-parametric inversion)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="short", help="short (SmolLM2, minutes), long (Gemma 3 270M base, hours on "
+                                                     "CPU) or quick (tiny random model, for tests)")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the preset's)")
+    p.add_argument("--runs", default=None, help="comma-separated runs: baseline, filter, no_ccs, qk_only, augment, "
+                                                "indicator (default: the preset's)")
+    p.add_argument("--model", default=None, help="another model than the preset's (zoo name, folder or hub id)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any preset field (repeatable), e.g. --set max_steps=200; see --list-fields")
+    p.add_argument("--out", default=None, help="experiment folder (default: runs/lab-<preset>)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--list-fields", action="store_true", help="print every preset field with its help and exit")
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``["max_steps=200", "seeds=0,1", "probe=false"]`` -> typed values, by the preset's field types.
+
+    Raises:
+        ConfigError: no ``=``, an unknown field, or a value of the wrong type.
+    """
+    import dataclasses
+
+    from ctxrely.errors import ConfigError
+    from ctxrely.lab.presets import LabPreset
+
+    fields = {f.name: f for f in dataclasses.fields(LabPreset)}
+    out: dict[str, object] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_steps=200")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        if key not in fields:
+            import difflib
+
+            near = difflib.get_close_matches(key, list(fields), n=1)
+            raise ConfigError(f"--set {item!r}: unknown preset field {key!r}"
+                              + (f"; did you mean {near[0]!r}?" if near else "") + " (see --list-fields)")
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                out[key] = raw.lower() in ("true", "1", "yes")
+            elif isinstance(default, list):
+                kind = type(default[0]) if default else str
+                out[key] = [kind(v.strip()) for v in raw.split(",") if v.strip()]
+            else:
+                out[key] = type(default)(raw)
+        except ValueError:
+            raise ConfigError(f"--set {item!r}: field {key!r} expects a {type(default).__name__}") from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctxrely.lab.presets import get_preset, help_table
+
+    if args.list_fields:
+        for name, default, text in help_table():
+            print(f"{name:22s} {default:28s} {text}")
+        return 0
+    overrides = parse_overrides(args.overrides)
+    if args.seeds:
+        overrides["seeds"] = parse_overrides([f"seeds={args.seeds}"])["seeds"]
+    if args.runs:
+        overrides["runs"] = [r.strip() for r in args.runs.split(",") if r.strip()]
+    for key in ("model", "device"):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    preset = get_preset(args.preset, **overrides)
+    out = args.out or f"runs/lab-{preset.name}"
+
+    from rich.console import Console
+
+    from ctxrely.lab.runner import run_lab
+
+    console = Console(stderr=True, quiet=args.no_progress)
+    outcome = run_lab(preset, out, progress=not args.no_progress, report=not args.no_report,
+                      say=lambda m: console.print(f"[bold cyan]lab[/] {m}", highlight=False))
+    print((outcome.out_dir / "comparison.md").read_text(encoding="utf-8"))
+    print(f"comparison: {outcome.out_dir / 'comparison.json'}")
+    if outcome.report:
+        print(f"report: {outcome.report}")
+    return 0
