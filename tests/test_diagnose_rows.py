@@ -82,13 +82,13 @@ def test_every_format_normalizes(tmp_path, name, kind, opts):
         else:
             assert ex.prompt_with_context == ex.prompt_without_context
     lines = [ex.line for ex in data.examples]
-    assert lines == sorted(set(lines))  # physical lines: multi-line CSV records advance by more than 1
+    assert lines == sorted(set(lines))  # physical lines (data.loaders): a multi-line CSV record ends on its line
     if name.endswith(".jsonl"):
         assert lines == list(range(1, 9))
     if name == "alpaca.csv":
         assert lines == list(range(2, 10))
     if name == "pc_tmpl.csv":  # a record with context spans 4 physical lines
-        assert lines[:3] == [2, 6, 10]
+        assert lines[:3] == [5, 9, 11]
 
 
 def test_json_array_lines_are_real_lines(tmp_path):
@@ -128,7 +128,7 @@ def test_bad_messages_and_json(tmp_path):
     with pytest.raises(DataError, match=r"line 3, field 'messages\[0\]'.*assistant"):
         load_sft(path)
     path.write_text(path.read_text().replace('{"id": "m4"', '{"id": "m4",,', 1))
-    with pytest.raises(DataError, match="line 5: invalid JSON"):
+    with pytest.raises(DataError, match="line 5: bad JSON"):
         load_sft(path)
 
 

@@ -169,3 +169,14 @@ def test_attention_restores_after_error(tiny_llama, monkeypatch):
         context_dependency(model, tok, _examples())
     assert model.config._attn_implementation == impl
     assert not any(m._forward_hooks for m in attention_modules(model))
+
+
+def test_raw_rows_are_accepted(tiny_llama):
+    model, tok = tiny_llama
+    raw = [{"instruction": "Q?", "input": "Lyon is big.", "output": "Lyon"},
+           {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}]
+    rows = score_criticality(model, tok, raw, progress=False)
+    assert [r["cls"] for r in rows] == ["C", "S"] and [r["line"] for r in rows] == [1, 2]
+    assert len(context_dependency(model, tok, raw)) == 2
+    with pytest.raises(Exception, match="cannot tell the format"):
+        score_criticality(model, tok, [{"text": "x"}], progress=False)

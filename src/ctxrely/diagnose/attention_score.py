@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxrely.data.schema import DataError
-from ctxrely.diagnose.sft_rows import SFTExample
+from ctxrely.diagnose.sft_rows import SFTExample, as_examples
 from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
 from ctxrely.registry import SCORERS
 
@@ -135,7 +135,11 @@ def _fill(tmpl: str, values: dict[str, tuple[str, str]]) -> tuple[str, list[Span
 def encode_example(ex: SFTExample, tokenizer: Any, *, with_context: bool = True, template: str = "auto") -> Encoded:
     """Tokenize a rendered example with a role per token, cut after the last response token."""
     text, spans, special = render(ex, tokenizer, with_context=with_context, template=template)
-    enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    try:
+        enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    except NotImplementedError as e:
+        raise TypeError(f"{type(tokenizer).__name__} gives no character offsets; token roles need a fast "
+                        "(tokenizers-backed) tokenizer") from e
     char_role = ["template"] * (len(text) + 1)
     for s, e, role in spans:
         char_role[s:e] = [role] * (e - s)
@@ -189,11 +193,13 @@ def attention_modules(model: Any) -> list[Any]:
 
 @SCORERS.register("attention_dependency", description="largest head's attention mass on user tokens at one "
                   "layer, averaged over the response (Wang et al. 2024)")
-def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample], *, layer: int | None = None,
+def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample | dict[str, Any]], *,
+                       layer: int | None = None,
                        batch_size: int = 4, template: str = "auto", progress: bool = False) -> list[float]:
     """Attention-based context-dependency score per example (0..1; higher = response reads the user turn).
 
     Args:
+        examples: normalized or raw rows, as for :func:`ctxrely.diagnose.criticality.score_criticality`.
         layer: 0-based decoder layer (negative counts from the end); default: ``num_layers // 2``.
         template: as in :func:`ctxrely.diagnose.criticality.score_criticality`.
     """
@@ -203,7 +209,7 @@ def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample
     layer = len(mods) // 2 if layer is None else layer
     if not -len(mods) <= layer < len(mods):
         raise ValueError(f"layer {layer} out of range for a model with {len(mods)} layers")
-    encs = [encode_example(ex, tokenizer, template=template) for ex in examples]
+    encs = [encode_example(ex, tokenizer, template=template) for ex in as_examples(examples)]
     device, pad = next(model.parameters()).device, pad_id_of(tokenizer)
     scores = [float("nan")] * len(encs)
     captured: dict[str, Any] = {}

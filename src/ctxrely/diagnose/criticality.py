@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ctxrely.diagnose.attention_score import Encoded, encode_example
-from ctxrely.diagnose.sft_rows import SFTExample
+from ctxrely.diagnose.sft_rows import SFTExample, as_examples
 from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
 from ctxrely.registry import SCORERS
 
@@ -110,13 +110,15 @@ def response_nll(model: Any, tokenizer: Any, seqs: Sequence[Encoded], *, batch_s
 
 @SCORERS.register("context_criticality", description="response NLL/perplexity with vs without context; "
                   "classes C / C+S / S (Goyal et al. 2024)")
-def score_criticality(model: Any, tokenizer: Any, examples: Sequence[SFTExample], *, batch_size: int = 8,
+def score_criticality(model: Any, tokenizer: Any, examples: Sequence[SFTExample | dict[str, Any]], *,
+                      batch_size: int = 8,
                       progress: bool = True, template: str = "auto", cs_threshold: float = DEFAULT_CS_THRESHOLD,
                       max_length: int | None = None) -> list[dict[str, Any]]:
     """Score each example's response with and without its context.
 
     Args:
-        examples: normalized rows (:func:`ctxrely.diagnose.sft_rows.load_sft`).
+        examples: normalized rows (:func:`ctxrely.diagnose.sft_rows.load_sft`) or raw rows in any
+            supported format (Alpaca, ``messages``, ``prompt``/``completion``; a ``context`` field is used).
         batch_size: sequences per forward pass (with and without context count separately).
         template: ``auto`` (chat for chat data, Alpaca for Alpaca, plain text otherwise), ``chat``, ``plain``.
         cs_threshold: ``C+S`` when the no-context NLL is at most this (nats/token).
@@ -129,6 +131,7 @@ def score_criticality(model: Any, tokenizer: Any, examples: Sequence[SFTExample]
     from ctxrely.models import model_max_length
 
     limit = max_length or model_max_length(model, tokenizer)
+    examples = as_examples(examples)
     rows: list[dict[str, Any]] = []
     seqs: list[Encoded] = []
     slots: list[tuple[int, int]] = []  # (index of with-context seq, index of without-context seq) per row

@@ -162,63 +162,20 @@ def file_type_of(path: str | Path) -> str:
 
 
 def read_records(path: str | Path) -> tuple[list[tuple[int, dict[str, Any]]], str, list[str]]:
-    """``([(line, row), ...], file_type, columns)``; rows must be JSON objects / CSV records."""
+    """``([(line, row), ...], file_type, columns)`` via :func:`ctxrely.data.loaders.read_records`."""
+    from ctxrely.data.loaders import read_records as _read
+
     p = Path(path)
     if not p.is_file():
         raise DataError("file not found", path=str(path))
     ftype = file_type_of(p)
-    text = p.read_text(encoding="utf-8-sig")
-    if ftype in ("csv", "tsv"):
-        rows = _read_csv(text, str(path), "\t" if ftype == "tsv" else ",")
-    elif ftype == "json" and text.lstrip().startswith("["):
-        rows = _read_json_array(text, str(path))
-    else:
-        rows, ftype = _read_jsonl(text, str(path)), ("json-lines" if ftype == "json" else "jsonl")
+    rows = _read(str(p))
+    if ftype == "json" and not p.read_text(encoding="utf-8-sig").lstrip().startswith("["):
+        ftype = "json-lines"  # JSON lines in a .json file: written back the same way
     columns: list[str] = []
-    for line, row in rows:
-        if not isinstance(row, dict):
-            raise DataError(f"expected an object, got {type(row).__name__}", path=str(path), line=line)
+    for _, row in rows:
         columns += [k for k in row if k not in columns]
     return rows, ftype, columns
-
-
-def _read_jsonl(text: str, path: str) -> list[tuple[int, Any]]:
-    rows = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((i, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path=path, line=i) from None
-    return rows
-
-
-def _read_json_array(text: str, path: str) -> list[tuple[int, Any]]:
-    dec, rows = json.JSONDecoder(), []
-    i = text.index("[") + 1
-    while True:
-        while i < len(text) and text[i] in " \t\r\n,":
-            i += 1
-        if i >= len(text) or text[i] == "]":
-            return rows
-        line = text.count("\n", 0, i) + 1
-        try:
-            obj, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", path=path, line=text.count("\n", 0, e.pos) + 1) from None
-        rows.append((line, obj))
-
-
-def _read_csv(text: str, path: str, delimiter: str) -> list[tuple[int, Any]]:
-    lines = text.splitlines(keepends=True)
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    rows, start = [], 2
-    for row in reader:
-        if None in row:
-            raise DataError("more values than header columns", path=path, line=start)
-        rows.append((start, {k: ("" if v is None else v) for k, v in row.items()}))
-        start = reader.line_num + 1
-    return rows
 
 
 def detect_format(row: dict[str, Any]) -> str:
@@ -389,6 +346,26 @@ def load_sft(path: str | Path, *, fmt: str = "auto", context_field: str | None =
             log.info("%d of %d rows do not match --context-template; they are scored as rows without context",
                      len(examples) - n_match, len(examples))
     return SFTData(str(path), ftype, fmt, examples, columns, errors)
+
+
+def as_examples(items: Sequence[SFTExample | dict[str, Any]], **parse_kw: Any) -> list[SFTExample]:
+    """Examples as they are; raw rows (any supported format, detected per row) parsed, numbered from 1.
+
+    Example:
+        >>> as_examples([{"instruction": "Q?", "input": "C.", "output": "A"}])[0].context
+        'C.'
+    """
+    out = []
+    for i, it in enumerate(items):
+        if isinstance(it, SFTExample):
+            out.append(it)
+        else:
+            try:
+                fmt = detect_format(it)
+            except ValueError as e:
+                raise DataError(str(e), path="<rows>", line=i + 1) from None
+            out.append(parse_row(it, fmt=fmt, index=i, line=i + 1, **parse_kw))
+    return out
 
 
 def example_hash(ex: SFTExample) -> str:
