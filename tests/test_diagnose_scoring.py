@@ -133,7 +133,7 @@ def _ref_attention(model, ids, roles, layer):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "qwen2", "phi3"])
-def test_attention_score_matches_reference_and_restores(tiny_tokenizer, arch):
+def test_scores_match_references_per_arch(tiny_tokenizer, arch):
     from ctxrely.tiny import tiny_model
 
     model, tok = tiny_model(arch, tiny_tokenizer)
@@ -146,6 +146,9 @@ def test_attention_score_matches_reference_and_restores(tiny_tokenizer, arch):
         assert s == pytest.approx(_ref_attention(model, enc.ids, enc.roles, 1), abs=1e-5)
         assert 0.0 < s <= 1.0
     assert len(attention_modules(model)) == 2
+    for ex, row in zip(exs, score_criticality(model, tok, exs, batch_size=4, progress=False), strict=True):
+        wo = encode_example(ex, tok, with_context=False)  # NLL through logits_to_keep, per architecture
+        assert row["nll_without"] == pytest.approx(_ref_nll(model, wo.ids, wo.resp_start), abs=1e-4)
     # the hook is gone and a normal forward pass runs to the end
     out = model(input_ids=torch.tensor([[5, 6, 7]]))
     assert out.logits.shape[1] == 3
