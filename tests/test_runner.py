@@ -218,3 +218,27 @@ def test_changed_config_discards_a_stale_partial_file(models, tmp_path):
     res = api.evaluate(model, tok, examples=examples(3), mode="generate", max_new_tokens=4, n_boot=0,
                        progress=False, out_dir=out)
     assert all(r["output"] != "STALE" for r in res.rows)
+
+
+def test_batched_encode_pairs_equal_encode_pair(tiny_tokenizer):
+    from ctxrely.evaluate.logits import encode_pairs
+
+    prompts = ["Answer:", "Answer: ", "Q\n", "x  \n ", "Question: who?\nAnswer:"]
+    conts = [[" Paris", " Kabul"], ["Paris"], ["A b", "C"], ["y"], [" Herat (new)", " Kabul", " z"]]
+    enc = [tiny_tokenizer(p)["input_ids"] for p in prompts]  # only valid where a prompt has no trailing space
+    for prompt_ids in (None, enc):
+        got = encode_pairs(tiny_tokenizer, prompts, conts, True, prompt_ids=prompt_ids)
+        for p, cs, (p_ids, c_ids) in zip(prompts, conts, got, strict=True):
+            for c, ids in zip(cs, c_ids, strict=True):
+                assert encode_pair(tiny_tokenizer, p, c, True) == (p_ids, ids), (p, c)
+
+
+def test_tail_buckets_bound_padding():
+    from ctxrely.evaluate.logits import tail_buckets
+
+    lengths = [1, 40, 2, 3, 30, 12, 7, 5, 1]
+    buckets = tail_buckets(lengths)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    for b in buckets:
+        assert max(lengths[i] for i in b) <= 2 * (min(lengths[i] for i in b) + 1)
+    assert tail_buckets([]) == []

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from ctxrely.data.schema import ConflictExample, Suite
 from ctxrely.evaluate.generate import DEFAULT_STOP, greedy_generate
-from ctxrely.evaluate.logits import encode_pair, score_continuations
+from ctxrely.evaluate.logits import encode_pairs, score_continuations
 from ctxrely.evaluate.prompting import build_prompts, continuation, encode
 from ctxrely.evaluate.result import EvalResult
 from ctxrely.metrics.conflict import aggregate, flat_metrics, gen_flags, logit_flags
@@ -81,8 +81,8 @@ def score_examples(
     if not examples:
         return []
     stop = list(DEFAULT_STOP if stop is None else stop)
-    answer_len = max(len(tokenizer(a, add_special_tokens=False)["input_ids"])
-                     for ex in examples for a in ex.cf_targets() + ex.param_targets()) + 1
+    targets = [a for ex in examples for a in ex.cf_targets() + ex.param_targets()]
+    answer_len = max(len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]) + 1
     reserve = max(max_new_tokens if mode != "logits" else 0, answer_len if mode != "generate" else 0)
     prompts = build_prompts(examples, pf, tokenizer, model_max_length(model, tokenizer), reserve, indicator)
     rows: list[dict[str, Any]] = [
@@ -96,7 +96,7 @@ def score_examples(
     model.eval()
     try:
         if mode in ("generate", "both"):
-            ids = [encode(tokenizer, p.text, pf) for p in prompts]
+            ids = [p.ids or encode(tokenizer, p.text, pf) for p in prompts]
             outs = greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=stop,
                                    batch_size=batch_size, on_batch=bar.update)
             for row, ex, out in zip(rows, examples, outs, strict=True):
@@ -113,16 +113,16 @@ def score_examples(
 
 def _score_logits(model: Any, tokenizer: Any, pf: PromptFormat, examples: list[ConflictExample],
                   prompts: list[Any], rows: list[dict[str, Any]], batch_size: int, on_batch: Any) -> None:
-    prompt_ids: list[list[int]] = []
-    conts: list[list[list[int]]] = []
-    for ex, p in zip(examples, prompts, strict=True):
-        answers = [ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else [])
-        pairs = [encode_pair(tokenizer, p.text, continuation(p.text, a), not pf.chat) for a in answers]
-        for a, (_, c) in zip(answers, pairs, strict=True):
+    answers = [[ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else []) for ex in examples]
+    pairs = encode_pairs(tokenizer, [p.text for p in prompts],
+                         [[continuation(p.text, a) for a in ans] for p, ans in zip(prompts, answers, strict=True)],
+                         not pf.chat, prompt_ids=[p.ids for p in prompts])
+    for ex, ans, (_, cs) in zip(examples, answers, pairs, strict=True):
+        for a, c in zip(ans, cs, strict=True):
             if not c:
                 raise ValueError(f"{ex.suite}:{ex.id}: answer {a!r} tokenises to nothing")
-        prompt_ids.append(pairs[0][0])
-        conts.append([c for _, c in pairs])
+    prompt_ids = [p for p, _ in pairs]
+    conts = [cs for _, cs in pairs]
     scores = score_continuations(model, tokenizer, prompt_ids, conts, batch_size=batch_size, on_batch=on_batch)
     for row, sc in zip(rows, scores, strict=True):
         cf, pa = sc[0], (sc[1] if len(sc) > 1 else None)

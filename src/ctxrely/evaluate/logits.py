@@ -38,6 +38,36 @@ def encode_pair(tokenizer: Any, prompt: str, cont: str, add_special_tokens: bool
     return ctx, whole[len(ctx):]
 
 
+def encode_pairs(tokenizer: Any, prompts: Sequence[str], conts: Sequence[Sequence[str]],
+                 add_special_tokens: bool, prompt_ids: Sequence[Sequence[int]] | None = None,
+                 ) -> list[tuple[list[int], list[list[int]]]]:
+    """:func:`encode_pair` for many prompts at once, with (at most) two batched tokenizer calls.
+
+    Returns ``(prompt_ids, [cont_ids per continuation])`` per prompt; the split equals
+    ``encode_pair(tokenizer, prompt, cont)`` for every continuation. ``prompt_ids`` (the prompts
+    already encoded with the same ``add_special_tokens``) saves re-encoding prompts that do not
+    end in whitespace.
+    """
+    heads, wholes = [], []
+    for p, cs in zip(prompts, conts, strict=True):
+        n_spaces = len(p) - len(p.rstrip())
+        head = p[:-n_spaces] if n_spaces else p
+        heads.append(head)
+        wholes.extend(head + p[len(head):] + c for c in cs)
+    todo = [i for i, (h, p) in enumerate(zip(heads, prompts, strict=True)) if prompt_ids is None or h != p]
+    ctx: list[Any] = [None if prompt_ids is None else prompt_ids[i] for i in range(len(heads))]
+    if todo:
+        encoded = tokenizer([heads[i] for i in todo], add_special_tokens=add_special_tokens)["input_ids"]
+        for i, ids in zip(todo, encoded, strict=True):
+            ctx[i] = ids
+    whole = tokenizer(wholes, add_special_tokens=add_special_tokens)["input_ids"] if wholes else []
+    out, k = [], 0
+    for c_ids, cs in zip(ctx, conts, strict=True):
+        out.append((list(c_ids), [list(w[len(c_ids):]) for w in whole[k:k + len(cs)]]))
+        k += len(cs)
+    return out
+
+
 def score_continuations(
     model: Any,
     tokenizer: Any,
@@ -74,31 +104,30 @@ def _score_batch(model: Any, prompts: list[Sequence[int]], conts: list[Sequence[
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
     first_arg = first.argmax(-1).tolist()
-    # rows that need more than their first token: (prompt b, continuation j)
+    # rows that need more than their first token: (prompt b, continuation j), in buckets of similar
+    # length so one long answer does not pad every other continuation to its width
     rows = [(b, j) for b, cs in enumerate(conts) for j, c in enumerate(cs) if len(c) > 1]
     tails: dict[tuple[int, int], tuple[float, bool]] = {}
-    if rows:
-        sel = torch.tensor([b for b, _ in rows], device=device)
-        past = out.past_key_values
-        past.batch_select_indices(sel)
-        width = max(len(conts[b][j]) - 1 for b, j in rows)
-        t_ids = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
-        t_mask = torch.zeros((len(rows), width), dtype=mask.dtype, device=device)
-        for r, (b, j) in enumerate(rows):
-            c = list(conts[b][j][:-1])
-            t_ids[r, :len(c)] = torch.tensor(c, device=device)
-            t_mask[r, :len(c)] = 1
+    past = out.past_key_values
+    for bucket in tail_buckets([len(conts[b][j]) - 1 for b, j in rows]):
+        brows = [rows[r] for r in bucket]
+        sel = torch.tensor([b for b, _ in brows], device=device)
+        width = max(len(conts[b][j]) - 1 for b, j in brows)
+        inp = [list(conts[b][j][:-1]) for b, j in brows]
+        t_ids = torch.tensor([c + [pad] * (width - len(c)) for c in inp], dtype=torch.long, device=device)
+        t_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in inp], dtype=mask.dtype, device=device)
+        target = torch.tensor([list(conts[b][j][1:]) + [0] * (width - len(c))
+                               for (b, j), c in zip(brows, inp, strict=True)], dtype=torch.long, device=device)
         t_pos = pos[sel, -1:] + 1 + torch.arange(width, device=device)[None, :]
         full_mask = torch.cat([mask[sel], t_mask], dim=1)
-        t_out = model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos, past_key_values=past,
-                      use_cache=True)
+        t_out = model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos,
+                      past_key_values=_select_rows(past, sel), use_cache=True)
         lp = torch.log_softmax(t_out.logits.float(), dim=-1)
-        for r, (b, j) in enumerate(rows):
-            target = torch.tensor(list(conts[b][j][1:]), device=device)
-            k = len(target)
-            tok_lp = lp[r, :k].gather(-1, target[:, None]).squeeze(-1)
-            greedy = bool((lp[r, :k].argmax(-1) == target).all())
-            tails[(b, j)] = (float(tok_lp.sum()), greedy)
+        real = t_mask.bool()
+        tok_lp = torch.where(real, lp.gather(-1, target[..., None]).squeeze(-1), 0.0).sum(-1).tolist()
+        greedy = ((lp.argmax(-1) == target) | ~real).all(-1).tolist()
+        for r, bj in enumerate(brows):
+            tails[bj] = (tok_lp[r], bool(greedy[r]))
     results: list[list[ContScore]] = []
     for b, cs in enumerate(conts):
         per: list[ContScore] = []
@@ -108,3 +137,38 @@ def _score_batch(model: Any, prompts: list[Sequence[int]], conts: list[Sequence[
             per.append(ContScore(f + rest, len(c), f, first_arg[b] == c[0] and rest_greedy))
         results.append(per)
     return results
+
+
+def tail_buckets(lengths: Sequence[int], slack: int = 2) -> list[list[int]]:
+    """Indices of ``lengths`` grouped longest first, each group at most ``slack`` x (its shortest + 1) wide.
+
+    Example:
+        >>> tail_buckets([1, 40, 2, 3, 30])
+        [[1, 4], [3, 2, 0]]
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets and lengths[buckets[-1][0]] <= slack * (lengths[i] + 1):
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
+def _select_rows(past: Any, sel: Any) -> Any:
+    """A view of the prefill cache holding rows ``sel`` that leaves ``past`` itself untouched.
+
+    Layers are shallow-copied before ``batch_select_indices`` rebinds their tensors (indexing makes
+    new tensors), so the full cache stays valid for the next bucket without copying all of it.
+    """
+    import copy
+
+    layers = getattr(past, "layers", None)
+    if layers is None:
+        sub = copy.deepcopy(past)
+    else:
+        sub = copy.copy(past)
+        sub.layers = [copy.copy(layer) for layer in layers]
+    sub.batch_select_indices(sel)
+    return sub

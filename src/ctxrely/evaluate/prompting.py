@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ctxrely.data.schema import ConflictExample
@@ -22,6 +22,7 @@ class BuiltPrompt:
     text: str
     n_tokens: int
     context_truncated: bool
+    ids: list[int] = field(default_factory=list, compare=False, repr=False)  # encode(text), for reuse
 
 
 def render(ex: ConflictExample, fmt: PromptFormat, tokenizer: Any, context: str | None = None,
@@ -44,11 +45,11 @@ def build_prompts(examples: list[ConflictExample], fmt: PromptFormat, tokenizer:
     """
     out: list[BuiltPrompt] = []
     n_cut = 0
-    for ex in examples:
-        text = render(ex, fmt, tokenizer, suffix=suffix)
-        ids = encode(tokenizer, text, fmt)
+    texts = [render(ex, fmt, tokenizer, suffix=suffix) for ex in examples]
+    all_ids = tokenizer(texts, add_special_tokens=not fmt.chat)["input_ids"] if texts else []  # one batched call
+    for ex, text, ids in zip(examples, texts, all_ids, strict=True):
         if max_len is None or len(ids) + reserve <= max_len:
-            out.append(BuiltPrompt(text, len(ids), False))
+            out.append(BuiltPrompt(text, len(ids), False, list(ids)))
             continue
         bare = encode(tokenizer, render(ex, fmt, tokenizer, context="", suffix=suffix), fmt)
         budget = max_len - reserve - len(bare) - 2
@@ -65,7 +66,7 @@ def build_prompts(examples: list[ConflictExample], fmt: PromptFormat, tokenizer:
             if len(ids) + reserve <= max_len or budget <= 1:
                 break
             budget -= max(1, len(ids) + reserve - max_len)
-        out.append(BuiltPrompt(text, len(ids), True))
+        out.append(BuiltPrompt(text, len(ids), True, list(ids)))
         n_cut += 1
     if n_cut:
         log.warning("shortened the context of %d/%d prompts to fit the model window (%d tokens)",
