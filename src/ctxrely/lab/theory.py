@@ -1,0 +1,373 @@
+"""Theory sandbox: the one-layer model of Goyal et al. (2024, sec. 4), simulated in torch on a CPU.
+
+"Context-Parametric Inversion: Why Instruction Finetuning May Not Actually Improve Context
+Reliance" explains the inversion with a one-layer attention model. This module builds that model
+(eqs. 2-8), fine-tunes it by full-batch gradient descent on a C / C+S / S mixture and records, at
+every step, the attention scores along the invariant directions and the context reliance M_C on
+held-out knowledge conflicts (Theorem 1). ``docs/theory.md`` writes the equations out and reports
+what a run shows. Plots live in :mod:`ctxrely.lab.theory_plots`.
+
+Model, as implemented (x = [c, s, r], or [s, r] for a subject-only point)::
+
+    phi(c) = theta_C + e_{a(c)} + noise      phi(s) = theta_S + u_s      phi(r) fixed
+    z_y    = phi(y)^T W_KQ phi(r)             sigma = softmax_y(z)       (y over the tokens of x)
+    f(x)   = sum_y sigma_y W_H^T W_V phi(y)   loss = cross-entropy(f(x), answer)
+    W_V(0) = alpha sum_a h_a e_a^T + beta sum_{s pretrained} h_{a(s)} u_s^T,    W_KQ(0) = 0
+
+Example:
+    >>> from ctxrely.lab.theory import TheoryConfig, run_experiments, simulate
+    >>> trace = simulate(TheoryConfig(steps=50))
+    >>> len(trace.m_c)
+    51
+    >>> traces = run_experiments(TheoryConfig(steps=300))                  # doctest: +SKIP
+    >>> {k: round(t.summary()["drop"], 3) for k, t in traces.items()}     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ctxrely.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "SETTINGS",
+    "TheoryConfig",
+    "TheoryTrace",
+    "load_traces",
+    "plot_theory",
+    "run_experiments",
+    "save_traces",
+    "simulate",
+]
+
+THEORY_VERSION = "1"
+
+
+@dataclass
+class TheoryConfig:
+    """Every knob of the simulation; the defaults reproduce ``docs/theory.md``."""
+
+    d: int = field(default=256, metadata={"help": "embedding dimension (random unit vectors in R^d are "
+                                                  "near-orthogonal when d is large)"})
+    n_answers: int = field(default=8, metadata={"help": "size of the answer vocabulary (columns of W_H)"})
+    n_subjects: int = field(default=96, metadata={"help": "fine-tuning subjects, one example each, in the "
+                                                           "baseline mixture; split into C / C+S / S by "
+                                                           "the shares below"})
+    share_context_critical: float = field(default=0.25, metadata={
+        "help": "share of C points: a new subject (nothing memorised), the context gives the answer"})
+    share_non_context_critical: float = field(default=0.5, metadata={
+        "help": "share of C+S points: a pretrained subject whose context repeats its memorised answer"})
+    share_subject_only: float = field(default=0.25, metadata={
+        "help": "share of S points: a pretrained subject, no context, answer = memorised answer"})
+    remove_non_context_critical: bool = field(default=False, metadata={
+        "help": "drop the C+S points from the mixture (C and S counts unchanged)"})
+    subject_only_multiplier: float = field(default=1.0, metadata={
+        "help": "multiply the number of S points (new S subjects are added; C and C+S unchanged)"})
+    n_pretrained: int = field(default=192, metadata={
+        "help": "subjects memorised in pretraining: the pool the C+S, S and eval subjects come from"})
+    embeddings: Literal["orthogonal", "random"] = field(default="orthogonal", metadata={
+        "help": "'orthogonal': all token/answer vectors exactly orthonormal (needs d >= their count); "
+                "'random': independent random unit vectors (superposition cross-talk)"})
+    n_eval: int = field(default=32, metadata={"help": "held-out conflict examples: a pretrained subject not "
+                                                       "seen in fine-tuning, a context with another answer"})
+    context_strength: float = field(default=2.5, metadata={
+        "help": "alpha: answer logit the pretrained W_V gives when attending only to a context (copying)"})
+    memory_strength: float = field(default=4.0, metadata={
+        "help": "beta: answer logit the pretrained W_V gives when attending only to a pretrained subject"})
+    context_noise: float = field(default=0.0, metadata={
+        "help": "norm of a random idiosyncratic vector added to every context embedding"})
+    loss_reduction: Literal["sum", "mean"] = field(default="sum", metadata={
+        "help": "'sum': eq. 5 summed over the points and divided by the baseline size n_subjects, so "
+                "a setting that adds or removes points adds or removes their gradient and leaves the "
+                "others' weight alone; 'mean': divided by the setting's own size (adding S points then "
+                "also dilutes the C and C+S points); identical for the baseline"})
+    steps: int = field(default=300, metadata={"help": "full-batch gradient-descent steps"})
+    lr: float = field(default=1.0, metadata={"help": "learning rate of W_KQ"})
+    train_value: bool = field(default=False, metadata={
+        "help": "also train W_V (Proposition 3); otherwise only W_KQ moves (Proposition 1)"})
+    lr_value: float | None = field(default=None, metadata={"help": "learning rate of W_V (default: lr)"})
+    seed: int = field(default=0, metadata={"help": "seed of embeddings, facts and data"})
+    dtype: Literal["float64", "float32"] = field(default="float64", metadata={"help": "torch dtype"})
+    log_every: int = field(default=1, metadata={"help": "record the trace every N steps (and the last)"})
+
+    def __post_init__(self) -> None:
+        shares = (self.share_context_critical, self.share_non_context_critical, self.share_subject_only)
+        if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+            raise ConfigError(f"mixture shares must be >= 0 and sum to 1, got {shares}")
+        for name in ("d", "n_subjects", "n_eval", "steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_answers < 2:
+            raise ConfigError(f"n_answers must be >= 2, got {self.n_answers}")
+        if self.subject_only_multiplier < 0:
+            raise ConfigError(f"subject_only_multiplier must be >= 0, got {self.subject_only_multiplier}")
+        if self.embeddings not in ("orthogonal", "random"):
+            raise ConfigError(f"embeddings must be 'orthogonal' or 'random', got {self.embeddings!r}")
+        if self.loss_reduction not in ("sum", "mean"):
+            raise ConfigError(f"loss_reduction must be 'sum' or 'mean', got {self.loss_reduction!r}")
+        if self.dtype not in ("float64", "float32"):
+            raise ConfigError(f"dtype must be 'float64' or 'float32', got {self.dtype!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TheoryConfig:
+        """Build from a dict; unknown keys are an error (with the known keys named)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown TheoryConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    def base_counts(self) -> dict[str, int]:
+        """C, C+S and S counts of the baseline mixture (shares x n_subjects)."""
+        n_c = round(self.n_subjects * self.share_context_critical)
+        n_cs = round(self.n_subjects * self.share_non_context_critical)
+        return {"C": n_c, "C+S": n_cs, "S": self.n_subjects - n_c - n_cs}
+
+    def counts(self) -> dict[str, int]:
+        """C, C+S and S counts this config trains on (the base counts after the setting flags)."""
+        n = self.base_counts()
+        return {"C": n["C"], "C+S": 0 if self.remove_non_context_critical else n["C+S"],
+                "S": round(n["S"] * self.subject_only_multiplier)}
+
+
+@dataclass
+class TheoryTrace:
+    """Per-step record of one simulated fine-tuning run.
+
+    ``attn_context`` / ``attn_subject`` are theta_C^T W_KQ phi(r) and theta_S^T W_KQ phi(r);
+    ``p_context`` / ``p_subject`` the mean softmax weight on the context / subject token of the
+    held-out conflict examples; ``m_c`` the mean of p(ctx answer) / (p(ctx answer) + p(memorised
+    answer)) over them; ``loss`` the fine-tuning loss before the step.
+    """
+
+    name: str
+    config: dict[str, Any]
+    counts: dict[str, int]
+    step: list[int] = field(default_factory=list)
+    attn_context: list[float] = field(default_factory=list)
+    attn_subject: list[float] = field(default_factory=list)
+    p_context: list[float] = field(default_factory=list)
+    p_subject: list[float] = field(default_factory=list)
+    m_c: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float | int]:
+        """Start, peak (and its step), final M_C, and drop = peak - final."""
+        i = max(range(len(self.m_c)), key=self.m_c.__getitem__)
+        return {"start_m_c": self.m_c[0], "peak_m_c": self.m_c[i], "peak_step": self.step[i],
+                "final_m_c": self.m_c[-1], "drop": self.m_c[i] - self.m_c[-1],
+                "final_attn_context": self.attn_context[-1], "final_attn_subject": self.attn_subject[-1]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TheoryTrace:
+        return cls(**d)
+
+
+# name -> (description, TheoryConfig overrides applied on top of the user's config)
+SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "baseline": ("C + C+S + S mixture", {}),
+    "no_ccs": ("non-context-critical (C+S) points removed", {"remove_non_context_critical": True}),
+    "more_subject_only": ("4x the subject-only (S) points", {"subject_only_multiplier": 4.0}),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# the world: embeddings, facts, pretrained weights
+
+
+def _embeddings(cfg: TheoryConfig, m: int, dtype: torch.dtype) -> torch.Tensor:
+    """m unit vectors in R^d: exactly orthonormal (QR of a d x d Gaussian; needs m <= d) or, with
+    ``embeddings="random"``, independent random unit vectors (near-orthogonal, with cross-talk)."""
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.embeddings == "orthogonal":
+        if m > cfg.d:
+            raise ConfigError(f"d={cfg.d} is too small for {m} orthogonal embeddings; raise d, lower "
+                              f"n_pretrained / n_subjects, or set embeddings='random'")
+        q, _ = torch.linalg.qr(torch.randn(cfg.d, cfg.d, generator=g, dtype=dtype))
+        return q.T[:m].contiguous()
+    v = torch.randn(m, cfg.d, generator=g, dtype=dtype)
+    return v / v.norm(dim=-1, keepdim=True)
+
+
+def _build(cfg: TheoryConfig) -> dict[str, Any]:
+    """Embeddings, pretrained W_V, fine-tuning batch and held-out conflict batch for ``cfg``.
+
+    The pretrained world (embeddings, facts, W_V) depends only on seed, d, n_answers, n_pretrained,
+    the mixture shares, n_eval and the two strengths, never on the setting flags, so every setting
+    fine-tunes the same pretrained model; C, C+S and eval points are the same across settings and
+    ``subject_only_multiplier`` only appends S points.
+    """
+    import torch
+
+    dt = torch.float64 if cfg.dtype == "float64" else torch.float32
+    k, n = cfg.n_answers, cfg.counts()
+    n_c, n_cs_base = cfg.base_counts()["C"], cfg.base_counts()["C+S"]
+    pool = cfg.n_pretrained
+    if n_cs_base + cfg.n_eval + n["S"] > pool:
+        raise ConfigError(f"n_pretrained={pool} < C+S + eval + S subjects "
+                          f"({n_cs_base} + {cfg.n_eval} + {n['S']}); raise n_pretrained")
+    # slots: theta_C, theta_S, phi(r) | e_a (K) | h_a (K) | pretrained pool | new subjects
+    V = _embeddings(cfg, 3 + 2 * k + pool + n_c, dt)
+    theta_c, theta_s, phi_r = V[0], V[1], V[2]
+    E = V[3:3 + k]                          # answer content written in a context
+    W_H = V[3 + k:3 + 2 * k].T              # d x K unembedding, column h_a
+    U_pool = V[3 + 2 * k:3 + 2 * k + pool]  # memorised in pretraining
+    U_new = V[3 + 2 * k + pool:]            # unseen in pretraining (the C points' subjects)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    a_pool = torch.randint(k, (pool,), generator=g)
+    a_new = torch.randint(k, (n_c,), generator=g)
+    a_conf = (a_pool + torch.randint(1, k, (pool,), generator=g)) % k  # a conflicting answer
+
+    # pretrained value: copy the answer written in a context (alpha), recall memorised facts (beta)
+    W_V = cfg.context_strength * W_H @ E + cfg.memory_strength * W_H[:, a_pool] @ U_pool
+
+    noise_g = torch.Generator().manual_seed(cfg.seed + 2)
+    ctx_noise = torch.randn(3 * pool + n_c, cfg.d, generator=noise_g, dtype=dt)
+    ctx_noise = cfg.context_noise * ctx_noise / ctx_noise.norm(dim=-1, keepdim=True)
+
+    def seqs(u: torch.Tensor, a: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
+        c = torch.zeros_like(u) if a is None else theta_c + E[a] + noise
+        return torch.stack([c, theta_s + u, phi_r.expand_as(u)], dim=1)
+
+    cs = slice(0, n["C+S"])
+    ev = slice(n_cs_base, n_cs_base + cfg.n_eval)
+    so = slice(n_cs_base + cfg.n_eval, n_cs_base + cfg.n_eval + n["S"])
+    X = torch.cat([seqs(U_new, a_new, ctx_noise[:n_c]),
+                   seqs(U_pool[cs], a_pool[cs], ctx_noise[n_c:][cs]),
+                   seqs(U_pool[so], None, ctx_noise[:0])])
+    mask = torch.ones(X.shape[:2], dtype=torch.bool)
+    mask[n_c + n["C+S"]:, 0] = False  # subject-only points have no context token
+    y = torch.cat([a_new, a_pool[cs], a_pool[so]])
+    X_eval = seqs(U_pool[ev], a_conf[ev], ctx_noise[n_c + pool:][ev])
+    return {"theta_c": theta_c, "theta_s": theta_s, "phi_r": phi_r, "W_H": W_H, "W_V": W_V,
+            "X": X, "mask": mask, "y": y, "X_eval": X_eval, "a_ctx": a_conf[ev], "a_par": a_pool[ev],
+            "counts": n}
+
+
+def _forward(X: torch.Tensor, mask: torch.Tensor, W_KQ: torch.Tensor, W_V: torch.Tensor,
+             W_H: torch.Tensor, phi_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4: logits = sum_y softmax_y(phi(y)^T W_KQ phi(r)) W_H^T W_V phi(y). Returns (logits, sigma)."""
+    import torch
+
+    z = (X @ (W_KQ @ phi_r)).masked_fill(~mask, float("-inf"))
+    sigma = torch.softmax(z, dim=-1)                 # n x T, attention from the relation token
+    values = X @ (W_V.T @ W_H)                       # n x T x K, W_H^T W_V phi(y) per token
+    return (sigma.unsqueeze(-1) * values).sum(dim=1), sigma
+
+
+# --------------------------------------------------------------------------------------------------
+# simulation
+
+
+def simulate(cfg: TheoryConfig, name: str = "custom") -> TheoryTrace:
+    """Fine-tune the one-layer model on ``cfg``'s mixture by full-batch gradient descent.
+
+    Args:
+        cfg: the configuration (world, mixture, optimiser).
+        name: label stored in the trace.
+
+    Returns:
+        A :class:`TheoryTrace` with one entry per logged step (step 0 is the pretrained model).
+
+    Example:
+        >>> t = simulate(TheoryConfig(steps=20, log_every=10))
+        >>> t.step
+        [0, 10, 20]
+    """
+    import torch
+    import torch.nn.functional as F
+
+    w = _build(cfg)
+    d = cfg.d
+    W_KQ = torch.zeros(d, d, dtype=w["W_V"].dtype, requires_grad=True)
+    W_V = w["W_V"].clone().requires_grad_(cfg.train_value)
+    params = [W_KQ, W_V] if cfg.train_value else [W_KQ]
+    lrs = [cfg.lr, cfg.lr if cfg.lr_value is None else cfg.lr_value][: len(params)]
+    W_H, phi_r = w["W_H"], w["phi_r"]
+    eval_mask = torch.ones(w["X_eval"].shape[:2], dtype=torch.bool)
+    idx = torch.arange(cfg.n_eval)
+    trace = TheoryTrace(name=name, config=asdict(cfg), counts=w["counts"])
+    norm = cfg.n_subjects if cfg.loss_reduction == "sum" else len(w["y"])
+
+    for t in range(cfg.steps + 1):
+        logits, _ = _forward(w["X"], w["mask"], W_KQ, W_V, W_H, phi_r)
+        loss = F.cross_entropy(logits, w["y"], reduction="sum") / norm
+        if t % cfg.log_every == 0 or t == cfg.steps:
+            with torch.no_grad():
+                le, sig = _forward(w["X_eval"], eval_mask, W_KQ, W_V, W_H, phi_r)
+                p = torch.softmax(le, dim=-1)
+                pc, pp = p[idx, w["a_ctx"]], p[idx, w["a_par"]]
+                q = W_KQ @ phi_r
+                trace.step.append(t)
+                trace.attn_context.append(float(w["theta_c"] @ q))
+                trace.attn_subject.append(float(w["theta_s"] @ q))
+                trace.p_context.append(float(sig[:, 0].mean()))
+                trace.p_subject.append(float(sig[:, 1].mean()))
+                trace.m_c.append(float((pc / (pc + pp)).mean()))
+                trace.loss.append(float(loss))
+        if t == cfg.steps:
+            break
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p_, g_, lr in zip(params, grads, lrs, strict=True):
+                p_.sub_(lr * g_)
+        if not math.isfinite(float(loss.detach())):
+            raise ConfigError(f"loss diverged at step {t}; lower lr (now {cfg.lr})")
+    return trace
+
+
+def run_experiments(cfg: TheoryConfig | None = None,
+                    settings: list[str] | None = None) -> dict[str, TheoryTrace]:
+    """Simulate each named setting of :data:`SETTINGS` on top of ``cfg``.
+
+    Args:
+        cfg: base configuration (default :class:`TheoryConfig()`).
+        settings: names from :data:`SETTINGS` (default: all of them).
+
+    Returns:
+        ``{setting name: trace}`` in the order asked.
+    """
+    cfg = cfg or TheoryConfig()
+    names = settings or list(SETTINGS)
+    unknown = [s for s in names if s not in SETTINGS]
+    if unknown:
+        raise ConfigError(f"unknown theory settings {unknown}; known: {list(SETTINGS)}")
+    return {s: simulate(dataclasses.replace(cfg, **SETTINGS[s][1]), name=s) for s in names}
+
+
+def save_traces(traces: dict[str, TheoryTrace], path: str | Path) -> Path:
+    """Write ``{"version", "settings", "traces"}`` as JSON (``theory.json``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"version": THEORY_VERSION,
+           "settings": {k: SETTINGS[k][0] for k in traces if k in SETTINGS},
+           "summary": {k: t.summary() for k, t in traces.items()},
+           "traces": {k: t.to_dict() for k, t in traces.items()}}
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+def load_traces(path: str | Path) -> dict[str, TheoryTrace]:
+    """Read traces written by :func:`save_traces`."""
+    doc = json.loads(Path(path).read_text())
+    return {k: TheoryTrace.from_dict(v) for k, v in doc["traces"].items()}
+
+
+def plot_theory(traces: dict[str, TheoryTrace], out_dir: str | Path) -> list[Path]:
+    """Two-panel figure (attention scores, M_C vs step); see :mod:`ctxrely.lab.theory_plots`."""
+    from ctxrely.lab.theory_plots import plot_theory as _plot
+
+    return _plot(traces, out_dir)
