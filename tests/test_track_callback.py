@@ -58,9 +58,15 @@ def test_sft_run_writes_rows_every_n_steps_and_logs_them(fresh_llama, tmp_path):
     initial = copy.deepcopy(model)
     modes: list[bool] = []
 
+    seen: list[int] = []
+
     class Spy(TrainerCallback):  # is the model back in train mode at every step after the probes?
         def on_step_begin(self, args, state, control, model=None, **kw):
             modes.append(model.training)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # what a report_to tracker receives
+            if "ctxrely/toy/logit_cf_rate" in logs:
+                seen.append(state.global_step)
 
     trainer = make_trainer(model, tok, tmp_path, steps=30, callbacks=[Spy()], grad_accum=2, batch=2)
     cb = ContextRelianceCallback(examples={"toy": toy_examples()}, id_sets=toy_rows(), eval_every=5,
@@ -74,7 +80,7 @@ def test_sft_run_writes_rows_every_n_steps_and_logs_them(fresh_llama, tmp_path):
     assert all(0 <= r["id/id/acc"] <= 1 and r["id/id/logp"] < 0 for r in rows)
     assert rows[-1]["id/id/logp"] > rows[0]["id/id/logp"]  # it learned the ID rows it trained on
     logged = {h["step"]: h for h in trainer.state.log_history if "ctxrely/toy/logit_cf_rate" in h}
-    assert sorted(logged) == [0, 5, 10, 15, 20, 25, 30]
+    assert sorted(logged) == [0, 5, 10, 15, 20, 25, 30] and seen == [0, 5, 10, 15, 20, 25, 30]
     assert logged[10]["ctxrely/toy/m_c"] == pytest.approx(rows[2]["toy/m_c"])
     assert all(modes) and len(modes) == 30
     # the trainer's own loss log at the same steps survives our trainer.log calls

@@ -158,7 +158,9 @@ class ContextRelianceCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.trainer is None:
             self.trainer = self._find_trainer()
-        self.tokenizer = self.tokenizer or kwargs.get("processing_class") or kwargs.get("tokenizer")
+        for key in ("processing_class", "tokenizer"):
+            if self.tokenizer is None:
+                self.tokenizer = kwargs.get(key)
         if self.tokenizer is None:
             raise ValueError("ContextRelianceCallback needs a tokenizer: pass tokenizer=... or give the trainer one")
         self.store = TrajectoryStore(self.output_dir or args.output_dir)
