@@ -207,3 +207,25 @@ def test_attention_mass_is_the_context_share_under_uniform_attention(fresh_llama
         assert 0 < sum(mask) < len(ids)
         assert mass == pytest.approx(sum(mask) / len(ids), abs=1e-5)
     assert model.config._attn_implementation == "sdpa"  # switched back after the eager pass
+
+
+def test_plain_transformers_trainer(fresh_llama, tmp_path):
+    """The same callback on a plain ``transformers.Trainer`` (pre-tokenised causal-LM rows)."""
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from ctxrely.track.callback import add_context_tracking
+
+    model, tok = fresh_llama
+    texts = [r["prompt"] + r["completion"] for r in toy_rows()] * 2
+    ds = Dataset.from_list([{"input_ids": tok(t)["input_ids"]} for t in texts])
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-3,
+                             logging_steps=2, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+    cb = add_context_tracking(trainer, examples={"toy": toy_examples()}, eval_every=2, attention_subset=0)
+    trainer.train()
+    assert cb.trainer is trainer and cb.tokenizer is tok
+    assert [json.loads(line)["step"] for line in (tmp_path / "trajectory.jsonl").read_text().splitlines()] == [0, 2, 4]
+    assert [h["step"] for h in trainer.state.log_history if "ctxrely/toy/logit_cf_rate" in h] == [0, 2, 4]
+    assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [2, 4]
