@@ -29,6 +29,11 @@ def test_drop_lowest_share_of_rows_with_context():
     kept, man = filter_rows(rows, _scores(vals), by="class")
     assert [d["index"] for d in man["dropped"]] == [1, 4] and man["dropped"][0]["reason"].startswith("class C+S")
     assert filter_rows(rows, _scores(vals), drop=0.0)[1]["n_dropped"] == 0
+    sc = _scores(vals)
+    for i, s in enumerate(sc):
+        s["gain"] = [0.5, 2.0, 0.0, 0.1, 3.0, 0.0, 1.0, 0.2][i]
+    _, man = filter_rows(rows, sc, drop=0.34, by="gain")  # the context helps least: rows 3 and 7
+    assert [d["index"] for d in man["dropped"]] == [3, 7] and man["dropped"][0]["reason"].startswith("gain 0.100")
 
 
 def test_unscored_rows_are_kept_and_bad_arguments_raise():

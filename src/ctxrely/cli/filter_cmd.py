@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="filtered file (.jsonl, .json or .csv)")
     p.add_argument("--drop", type=float, default=None,
                    help="share to drop, lowest NLL without context first (default 0.25; 0 with --indicator)")
-    p.add_argument("--by", default="nll_without", choices=["nll_without", "class"])
+    p.add_argument("--by", default="nll_without", choices=["nll_without", "gain", "class"],
+                   help="rank by NLL without context (default) or by gain from the context, or drop --classes")
     p.add_argument("--classes", default="C+S", help="comma-separated classes to drop with --by class")
     p.add_argument("--scope", default="context", choices=["context", "all"],
                    help="rank only rows with a context (default) or all rows")

@@ -121,9 +121,13 @@ def plot_histograms(rows: Sequence[dict[str, Any]], out: Path, *, cs_threshold: 
         if not any(v for _, v in series):
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))
+        everything = [x for _, v in series for x in v]
+        lo, hi = min(everything), max(everything)
+        k = min(30, max(5, len(everything) // 4))
+        edges = [lo + (hi - lo) * i / k for i in range(k + 1)] if hi > lo else k  # shared bins
         for lab, v in series:
             if v:
-                ax.hist(v, bins=min(30, max(5, len(v) // 2)), alpha=0.6, label=lab)
+                ax.hist(v, bins=edges, alpha=0.6, label=lab)
         ax.axvline(line, color="k", linestyle="--", linewidth=1, label=label)
         ax.set_title(title)
         ax.set_ylabel("examples")

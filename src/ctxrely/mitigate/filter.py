@@ -1,5 +1,5 @@
 """Drop non-context-critical training rows (Goyal et al. 2024): the lowest NLL-without-context
-share, or a class, with a manifest saying what was dropped and why.
+share (or lowest gain from the context), or a class, with a manifest saying what was dropped and why.
 
 Example:
     >>> kept, manifest = filter_rows(rows, scores, drop=0.25)  # doctest: +SKIP
@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from ctxrely.registry import MITIGATIONS
 
-By = Literal["nll_without", "class"]
+By = Literal["nll_without", "gain", "class"]
 
 
-def _reason_nll(v: float, cutoff: float, drop: float, n: int, scope: str) -> str:
+def _reason(key: str, v: float, cutoff: float, drop: float, n: int, scope: str) -> str:
     pool = "rows with context" if scope == "context" else "scored rows"
-    return f"nll_without {v:.3f} <= cutoff {cutoff:.3f}: lowest {drop:.0%} of {n} {pool}"
+    return f"{key} {v:.3f} <= cutoff {cutoff:.3f}: lowest {drop:.0%} of {n} {pool}"
 
 
 @MITIGATIONS.register("filter", description="drop the lowest-k% of rows by NLL without context, or a class "
@@ -32,8 +32,9 @@ def filter_rows(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any]]
     Args:
         rows: the original rows (any format); ``scores[i]`` belongs to ``rows[i]``.
         scores: rows of ``DIR/scores.jsonl`` (``nll_without``, ``has_context``, ``cls``, ``id``, ``line``).
-        drop: share to drop when ``by="nll_without"`` (of the rows in ``scope``), in [0, 1).
-        by: ``nll_without`` (lowest first) or ``class`` (drop rows whose class is in ``classes``).
+        drop: share to drop when ranking (of the rows in ``scope``), in [0, 1).
+        by: ``nll_without`` (lowest first: the model already knows the response), ``gain`` (lowest
+            first: the context helps least), or ``class`` (drop rows whose class is in ``classes``).
         scope: ``context`` ranks only rows that have a context (rows without one are always kept);
             ``all`` ranks every scored row.
 
@@ -44,21 +45,21 @@ def filter_rows(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any]]
         raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
     if not 0 <= drop < 1:
         raise ValueError(f"drop must be in [0, 1), got {drop}")
-    if by not in ("nll_without", "class"):
-        raise ValueError(f"by must be 'nll_without' or 'class', got {by!r}")
+    if by not in ("nll_without", "gain", "class"):
+        raise ValueError(f"by must be 'nll_without', 'gain' or 'class', got {by!r}")
     if scope not in ("context", "all"):
         raise ValueError(f"scope must be 'context' or 'all', got {scope!r}")
     reasons: dict[int, str] = {}
     cutoff = None
-    if by == "nll_without":
-        pool = [i for i, s in enumerate(scores) if s.get("nll_without") is not None
+    if by != "class":
+        pool = [i for i, s in enumerate(scores) if s.get(by) is not None
                 and (scope == "all" or s.get("has_context"))]
-        pool.sort(key=lambda i: (scores[i]["nll_without"], i))
+        pool.sort(key=lambda i: (scores[i][by], i))
         k = int(round(drop * len(pool)))
         if k:
-            cutoff = scores[pool[k - 1]]["nll_without"]
+            cutoff = scores[pool[k - 1]][by]
             for i in pool[:k]:
-                reasons[i] = _reason_nll(scores[i]["nll_without"], cutoff, drop, len(pool), scope)
+                reasons[i] = _reason(by, scores[i][by], cutoff, drop, len(pool), scope)
     else:
         wanted = set(classes)
         for i, s in enumerate(scores):
@@ -67,11 +68,12 @@ def filter_rows(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any]]
                 reasons[i] = f"class {s['cls']}" + (f" (nll_without {v:.3f})" if v is not None else "")
     kept = [r for i, r in enumerate(rows) if i not in reasons]
     manifest = {
-        "by": by, "drop": drop if by == "nll_without" else None, "classes": list(classes) if by == "class" else None,
+        "by": by, "drop": drop if by != "class" else None, "classes": list(classes) if by == "class" else None,
         "scope": scope, "cutoff": cutoff, "n_in": len(rows), "n_kept": len(kept), "n_dropped": len(reasons),
         "n_unscored_kept": sum(1 for i, s in enumerate(scores) if s.get("nll_without") is None and i not in reasons),
         "dropped": [{"index": i, "id": scores[i].get("id"), "line": scores[i].get("line"),
-                     "cls": scores[i].get("cls"), "nll_without": scores[i].get("nll_without"), "reason": reasons[i]}
+                     "cls": scores[i].get("cls"), "nll_without": scores[i].get("nll_without"),
+                     "gain": scores[i].get("gain"), "reason": reasons[i]}
                     for i in sorted(reasons)],
     }
     return kept, manifest
