@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -85,28 +86,27 @@ def test_plots_and_page(two_runs, tmp_path):
     assert "step 200" in html and "4 example(s) answered from the context" in html
 
 
-def test_report_cli_on_a_trained_run(tmp_path, tiny_model_dir, capsys):
+def test_train_and_report_cli_on_a_tiny_model(tmp_path, tiny_model_dir, capsys):
+    """``ctxrely train --config`` (a saved tiny model, an Alpaca file, a built-in suite), then ``ctxrely report``."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("trl")
     from ctxrely.cli.main import main
-    from ctxrely.data.schema import ConflictExample
-    from ctxrely.models import load_model
-    from ctxrely.train.config import load_config
-    from ctxrely.train.sft import run_train
 
-    torch.set_num_threads(1)
-    model, tok = load_model(str(tiny_model_dir("llama")))
-    exs = [ConflictExample(id=str(i), suite="toy", context=f"The capital of {c} is {cf}.",
-                           question=f"What is the capital of {c}?", cf_answer=cf, param_answer=p)
-           for i, (c, p, cf) in enumerate([("France", "Paris", "Lyon"), ("Italy", "Rome", "Milan")])]
-    rows = [{"prompt": f"Question: What is the capital of {c}?\nAnswer:", "completion": f" {p}"}
-            for c, p in [("France", "Paris"), ("Italy", "Rome")]] * 4
-    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}", "model=tiny", "max_steps=6", "eval_every=3",
-                             "batch_size=4", "max_length=64", "suites=", "device=cpu", "save_final=false"])
-    run = run_train(cfg, model=model, tokenizer=tok, train_rows=rows, eval_examples={"toy": exs}, id_rows=rows[:2])
+    torch.set_num_threads(1)  # 2 shared cores: one thread is faster than two fighting
+    data = tmp_path / "alpaca.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"What is the capital of {c}?", "input": "", "output": p}) + "\n"
+                            for c, p in [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid")] * 4))
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_model_dir('llama')}\ndataset: {data}\nprompt_format: raw\n"
+                      f"output_dir: {tmp_path / 'run'}\nmax_steps: 6\neval_every: 3\nbatch_size: 4\n"
+                      "max_length: 64\nsuites: [cf_capitals]\neval_limit: 4\nid_holdout: 2\ndevice: cpu\n"
+                      "save_final: false\n")
+    assert main(["train", "--config", str(config), "lr=1e-3"]) == 0
+    run = tmp_path / "run"
+    assert "cf_capitals/logit_cf_rate: step 0" in capsys.readouterr().out
     assert main(["report", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "toy/logit_cf_rate step0" in out and "report.html" in out
+    assert "cf_capitals/logit_cf_rate step0" in out and "report.html" in out
     names = sorted(p.name for p in (run / "report").iterdir())
     assert names == ["attention.png", "attention.svg", "reliance.png", "reliance.svg", "report.html"]
     assert main(["report", str(tmp_path / "nowhere")]) == 2
