@@ -242,3 +242,14 @@ def test_tail_buckets_bound_padding():
     for b in buckets:
         assert max(lengths[i] for i in b) <= 2 * (min(lengths[i] for i in b) + 1)
     assert tail_buckets([]) == []
+
+
+def test_long_stop_string_spanning_many_tokens_is_seen(tiny_tokenizer):
+    from ctxrely.evaluate.generate import _hit_stop, _stop_window
+
+    tokens = tiny_tokenizer("The capital of France is Paris. The capital of Afghanistan is Kabul.")["input_ids"]
+    stop = " of France is Paris. The capital of Afghanistan is Kabul."
+    assert len(tiny_tokenizer(stop)["input_ids"]) > 8
+    assert _hit_stop(tiny_tokenizer, tokens, [stop], _stop_window([stop]))
+    assert not _hit_stop(tiny_tokenizer, tokens, [stop], 8)  # an 8-token window alone would miss it
+    assert not _hit_stop(tiny_tokenizer, tokens[:-1], [stop], _stop_window([stop]))

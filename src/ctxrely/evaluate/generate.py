@@ -83,6 +83,7 @@ def _generate_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: 
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     past = out.past_key_values
     last_pos = pos[:, -1:]
+    window = _stop_window(stop)
     for step in range(max_new_tokens):
         nxt = out.logits[:, -1, :].argmax(-1)
         for i, tok in enumerate(nxt.tolist()):
@@ -92,7 +93,7 @@ def _generate_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: 
                 done[i] = True
                 continue
             new_tokens[i].append(tok)
-            if stop and _hit_stop(tokenizer, new_tokens[i], stop):
+            if stop and _hit_stop(tokenizer, new_tokens[i], stop, window):
                 done[i] = True
         if all(done) or step == max_new_tokens - 1:
             break
@@ -112,10 +113,14 @@ def _clean(text: str, specials: Sequence[str]) -> str:
     return text.strip()
 
 
-def _hit_stop(tokenizer: Any, tokens: list[int], stop: Sequence[str]) -> bool:
-    tail = tokenizer.decode(tokens[-8:], skip_special_tokens=False)
-    if any(s in tail for s in stop):
-        return True
-    # a stop string can straddle the 8-token window only when it is long; check the whole text then
-    return len(tokens) > 8 and any(len(s) > 4 and s in tokenizer.decode(tokens, skip_special_tokens=False)
-                                   for s in stop)
+def _stop_window(stop: Sequence[str]) -> int:
+    """Tokens to decode when checking for stop strings: every token decodes to at least one byte, so a
+    stop string of n bytes that just completed lies within the last n + 1 tokens."""
+    return max([8] + [len(s.encode("utf-8")) + 2 for s in stop if s])
+
+
+def _hit_stop(tokenizer: Any, tokens: list[int], stop: Sequence[str], window: int = 8) -> bool:
+    """Whether a stop string occurs in the decoded last ``window`` tokens (checked after every token,
+    so a stop string that completed earlier was already seen then)."""
+    tail = tokenizer.decode(tokens[-window:], skip_special_tokens=False)
+    return any(s and s in tail for s in stop)
