@@ -167,8 +167,9 @@ def test_compact_lm_head_gives_the_same_loss_and_gradients(fresh_llama, tmp_path
     assert tu._use_triton(torch.device("cpu")) is False  # the switch is scoped to compute_loss
 
 
-def test_qk_only(fresh_llama, tmp_path):
+def test_qk_only(fresh_llama, tmp_path, tiny_model_dir):
     from ctxrely.errors import ConfigError
+    from ctxrely.models import load_model
     from ctxrely.train.sft import run_train
 
     model, tok = fresh_llama
@@ -181,6 +182,13 @@ def test_qk_only(fresh_llama, tmp_path):
     run_train(cfg, model=model, tokenizer=tok, train_rows=alpaca_rows(), eval_examples=toy_examples())
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert changed and all(("q_proj" in n or "k_proj" in n) for n in changed)
+    # LoRA on Q/K only (the lora.target_modules setting is replaced)
+    model, tok = load_model(str(tiny_model_dir("llama")))
+    out = run_train(cfg_for(tmp_path / "qk-lora", "max_steps=2", "train_modules=qk", "finetune=lora",
+                            "lora.rank=4", "attention_subset=0"),
+                    model=model, tokenizer=tok, train_rows=alpaca_rows(), eval_examples=toy_examples())
+    adapter = json.loads((out / "final" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["k_proj", "q_proj"] and adapter["r"] == 4
 
 
 def test_dataset_file_errors_before_training(fresh_llama, tmp_path):

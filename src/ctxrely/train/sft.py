@@ -80,19 +80,19 @@ def _device(cfg: TrainConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _qk(model: Any, cfg: TrainConfig) -> list[str] | None:
-    """QK-only: freeze all but Q/K (full) or return the LoRA targets (lora)."""
+def _qk(model: Any, cfg: TrainConfig) -> Any:
+    """QK-only: freeze all but Q/K (full), or wrap in LoRA on Q/K (fused QKV: value part held fixed)."""
     if cfg.train_modules != "qk":
-        return None
+        return model
     try:
         from ctxrely.mitigate import qk_only
     except ImportError as e:
         raise ConfigError("train_modules: qk needs ctxrely.mitigate.qk_only, which this installation lacks") from e
     if cfg.finetune == "lora":
-        return list(qk_only.qk_lora_targets(model))
+        return qk_only.qk_lora(model, r=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
     trainable = qk_only.freeze_all_but_qk(model)
     log.info("QK-only: training %d parameter tensors", len(trainable))
-    return None
+    return model
 
 
 def _resume_arg(cfg: TrainConfig, out: Path) -> str | bool | None:
@@ -178,12 +178,12 @@ def run_train(
         mode=cfg.eval_mode, metric=cfg.metric, limit=cfg.eval_limit, fmt=eval_fmt, indicator=cfg.indicator,
         drop_threshold=cfg.drop_threshold, patience=cfg.patience, on_inversion=cfg.on_inversion,
         attention_subset=cfg.attention_subset, output_dir=out, tokenizer=tokenizer)
-    lora_targets = _qk(model, cfg)
+    model = _qk(model, cfg)
     peft_config = None
-    if cfg.finetune == "lora":
+    if cfg.finetune == "lora" and cfg.train_modules != "qk":
         from peft import LoraConfig
 
-        targets: Any = lora_targets or cfg.lora.target_modules
+        targets: Any = cfg.lora.target_modules
         peft_config = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules=targets[0] if targets == ["all-linear"] else targets,
                                  task_type="CAUSAL_LM")
