@@ -107,3 +107,9 @@ def test_mean_ci_brackets_mean_and_is_seeded():
     a, b = mean_ci(vals, seed=3), mean_ci(vals, seed=3)
     assert a == b and a["ci_low"] <= a["mean"] <= a["ci_high"]
     assert mean_ci([])["mean"] is None
+
+
+def test_alpaca_uses_no_input_form_without_context():
+    text = get_format("alpaca").render("", "What is 2+2?")
+    assert "### Input:" not in text and text.endswith("What is 2+2?\n\n### Response:\n")
+    assert "### Input:\nC." in get_format("alpaca").render("C.", "Q?")

@@ -40,18 +40,20 @@ class PromptFormat:
     adhere: bool = False
     version: str = "1"
     description: str = ""
+    template_no_context: str | None = None  # used when the context is empty (e.g. Alpaca's no-input form)
 
     @property
     def hash(self) -> str:
-        key = f"{self.template}|chat={self.chat}|adhere={self.adhere}"
+        key = f"{self.template}|{self.template_no_context}|chat={self.chat}|adhere={self.adhere}"
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def user_text(self, context: str, question: str) -> str:
         """The text before any chat wrapping; empty instruction/context lines are dropped."""
-        template = self.template
+        empty = not context.strip()
+        template = self.template_no_context if empty and self.template_no_context else self.template
         if not self.adhere:
             template = template.replace("{instruction}\n", "").replace("{instruction}", "")
-        if not context.strip():
+        if empty:
             template = template.replace("{context}\n\n", "").replace("{context}\n", "")
         return template.format(context=context, question=question, instruction=ADHERE)
 
@@ -77,6 +79,10 @@ class PromptFormat:
         return hashlib.sha256(f"{self.hash}|{tmpl}".encode()).hexdigest()[:12]
 
 
+_ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{instruction}\n{question}\n\n### Response:\n"
+)
 _BASE: dict[str, tuple[str, bool, str]] = {
     "raw": ("{instruction}\n{context}\nQuestion: {question}\nAnswer:", False,
             "plain text, answer after 'Answer:'"),
@@ -93,10 +99,12 @@ _BASE: dict[str, tuple[str, bool, str]] = {
 
 
 def _add_builtin(name: str, template: str, chat: bool, description: str) -> None:
-    fmt = PromptFormat(name=name, template=template, chat=chat, description=description)
+    no_ctx = _ALPACA_NO_INPUT if name == "alpaca" else None
+    fmt = PromptFormat(name=name, template=template, chat=chat, description=description,
+                       template_no_context=no_ctx)
     FORMATS.add(name, fmt, description=description)
     ctx = PromptFormat(name=f"{name}-ctx", template=template, chat=chat, adhere=True,
-                       description=f"{description}, context-adhering instruction")
+                       description=f"{description}, context-adhering instruction", template_no_context=no_ctx)
     FORMATS.add(f"{name}-ctx", ctx, description=ctx.description)
 
 
