@@ -11,6 +11,16 @@ from ctxrely.mitigate.filter import filter_rows
 from test_diagnose_rows import TEMPLATE, make_rows
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _scores(vals):
     return [{"id": str(i), "line": i + 1, "has_context": v is not None, "nll_without": 9.0 if v is None else v,
              "cls": "S" if v is None else ("C+S" if v < 1 else "C")} for i, v in enumerate(vals)]
@@ -54,11 +64,8 @@ def test_unscored_rows_are_kept_and_bad_arguments_raise():
     ("messages.json", "messages_tmpl", ["--context-template", TEMPLATE]),
 ])
 def test_filter_cli_keeps_format(tmp_path, tiny_model_dir, name, kind, opts):
-    import torch
-
     from ctxrely.cli.main import main
 
-    torch.set_num_threads(1)
     rows = make_rows(kind)
     data = write_rows(tmp_path / name, rows)
     out = tmp_path / "scores"
@@ -84,11 +91,8 @@ def test_filter_cli_keeps_format(tmp_path, tiny_model_dir, name, kind, opts):
 
 
 def test_filter_cli_indicator_and_missing_scores(tmp_path, tiny_model_dir, capsys):
-    import torch
-
     from ctxrely.cli.main import main
 
-    torch.set_num_threads(1)
     data = write_rows(tmp_path / "a.jsonl", make_rows("alpaca"))
     out = tmp_path / "scores"
     assert main(["filter", "--scores", str(out), "--out", str(tmp_path / "x.jsonl")]) == 2
