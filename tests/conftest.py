@@ -15,6 +15,13 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 
 import pytest  # noqa: E402
 
+try:  # tiny models are overhead-bound: one thread is as fast and does not fight other processes
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:
+    pass
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARCHS = ("llama", "gpt_neox", "gpt2", "qwen2")
 

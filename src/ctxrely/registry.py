@@ -87,7 +87,7 @@ MITIGATIONS: Registry[Any] = Registry("mitigation")
 
 
 def load_builtins() -> None:
-    """Import the modules that register built-in suites, formats and metrics (cheap: no torch)."""
-    from ctxrely import prompts  # noqa: F401
+    """Import the modules that register suites, formats, metrics, scorers and mitigations (no torch)."""
+    from ctxrely import diagnose, mitigate, prompts  # noqa: F401
     from ctxrely.data import suites  # noqa: F401
     from ctxrely.metrics import catalog  # noqa: F401

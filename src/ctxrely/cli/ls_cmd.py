@@ -14,14 +14,14 @@ HELP = "list built-in suites, prompt formats and metrics"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", default="all", choices=["all", "suites", "formats", "metrics"])
+    p.add_argument("what", nargs="?", default="all", choices=["all", "suites", "formats", "metrics", "loaders", "scorers", "mitigations"])
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ctxrely.registry import FORMATS, METRICS, SUITES, load_builtins
+    from ctxrely.registry import FORMATS, METRICS, MITIGATIONS, SCORERS, SUITES, load_builtins
 
     load_builtins()
     console = Console()
@@ -49,4 +49,21 @@ def run(args: argparse.Namespace) -> int:
         for e in METRICS:
             t.add_row(e.name, e.meta.get("mode", ""), e.description)
         console.print(t)
+    if args.what in ("all", "loaders"):
+        from ctxrely.data.loaders import FORMAT_HELP
+
+        t = Table(title="data loaders (--data PATH, auto-detected)")
+        for c in ("format", "description"):
+            t.add_column(c)
+        for name, desc in FORMAT_HELP.items():
+            t.add_row(name, desc)
+        console.print(t)
+    for kind, reg in (("scorers", SCORERS), ("mitigations", MITIGATIONS)):
+        if args.what in ("all", kind):
+            t = Table(title=kind)
+            for c in ("name", "description"):
+                t.add_column(c)
+            for e in reg:
+                t.add_row(e.name, e.description)
+            console.print(t)
     return 0

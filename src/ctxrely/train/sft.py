@@ -178,6 +178,11 @@ def run_train(
         mode=cfg.eval_mode, metric=cfg.metric, limit=cfg.eval_limit, fmt=eval_fmt, indicator=cfg.indicator,
         drop_threshold=cfg.drop_threshold, patience=cfg.patience, on_inversion=cfg.on_inversion,
         attention_subset=cfg.attention_subset, output_dir=out, tokenizer=tokenizer)
+    ind_id = None
+    if cfg.indicator:  # data marked by `ctxrely filter --indicator` holds this token: give it an embedding
+        from ctxrely.mitigate.indicator import add_indicator_token
+
+        ind_id = add_indicator_token(model, tokenizer, cfg.indicator)
     model = _qk(model, cfg)
     peft_config = None
     if cfg.finetune == "lora" and cfg.train_modules != "qk":
@@ -186,6 +191,7 @@ def run_train(
         targets: Any = cfg.lora.target_modules
         peft_config = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                                  target_modules=targets[0] if targets == ["all-linear"] else targets,
+                                 trainable_token_indices=[ind_id] if ind_id is not None else None,
                                  task_type="CAUSAL_LM")
     args = SFTConfig(
         output_dir=str(out), run_name=cfg.run_name or out.name, max_steps=cfg.max_steps or -1,

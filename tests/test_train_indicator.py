@@ -1,0 +1,34 @@
+"""`ctxrely train` with an indicator token: the token joins the tokenizer and its embedding trains (LoRA too)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_indicator_token_is_added_and_trained(tmp_path, tiny_model_dir, finetune):
+    from ctxrely.data.schema import ConflictExample
+    from ctxrely.models import load_model
+    from ctxrely.train.config import load_config
+    from ctxrely.train.sft import run_train
+
+    model, tok = load_model(str(tiny_model_dir("llama")))
+    n_vocab = len(tok)
+    mean_row = model.get_input_embeddings().weight.detach().mean(0).clone()
+    rows = [{"instruction": f"Where is {c}? [IND]", "input": f"{c} is in {p}.", "output": p}
+            for c, p in [("Lyon", "France"), ("Kyoto", "Japan"), ("Porto", "Portugal"), ("Cusco", "Peru")]] * 2
+    cfg = load_config(None, ["model=tiny", f"output_dir={tmp_path}", "batch_size=4", "max_length=64", "lr=1e-2",
+                             "eval_every=50", "suites=", "prompt_format=raw", "device=cpu", "max_steps=2",
+                             "attention_subset=0", "indicator='[IND]'", f"finetune={finetune}", "save_final=false"])
+    probe = {"toy": [ConflictExample(id="0", suite="toy", context="Lyon is in Peru.", question="Where is Lyon?",
+                                     cf_answer="Peru", param_answer="France")]}
+    run_train(cfg, model=model, tokenizer=tok, train_rows=rows, eval_examples=probe)
+    ind = tok.convert_tokens_to_ids("[IND]")
+    assert len(tok) == n_vocab + 1 and ind == n_vocab
+    assert tok("x [IND]")["input_ids"][-1] == ind  # one token, not split into pieces
+    if finetune == "full":  # the new row starts at the mean embedding and is trained from there
+        row = model.get_input_embeddings().weight.detach()[ind]
+        assert not torch.allclose(row, mean_row)
