@@ -20,14 +20,6 @@ from ctxrely.diagnose.sft_rows import load_sft, write_rows  # noqa: E402
 from test_diagnose_rows import CASES, QA, make_rows, write_case  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _opts(opts: dict) -> list[str]:
     out = []
     if "context_field" in opts:

@@ -11,16 +11,6 @@ from ctxrely.mitigate.filter import filter_rows
 from test_diagnose_rows import TEMPLATE, make_rows
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _scores(vals):
     return [{"id": str(i), "line": i + 1, "has_context": v is not None, "nll_without": 9.0 if v is None else v,
              "cls": "S" if v is None else ("C+S" if v < 1 else "C")} for i, v in enumerate(vals)]

@@ -14,13 +14,6 @@ from test_diagnose_rows import TEMPLATE, make_rows
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])  # untied / tied output embeddings
 def test_add_indicator_token_mean_init(tiny_tokenizer, arch):

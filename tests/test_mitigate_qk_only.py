@@ -14,13 +14,6 @@ ARCHS = ["llama", "qwen2", "gpt_neox", "gpt2", "phi3"]
 FUSED = {"gpt_neox", "gpt2", "phi3"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _v(w, qk):
     """The value slice of a fused weight (rows for Linear, columns for GPT-2 Conv1D) and the rest."""
