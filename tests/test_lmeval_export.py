@@ -203,3 +203,51 @@ def test_lm_eval_reproduces_ctxrely_numbers(tmp_path, quiet_llama):
         assert ll_cf == pytest.approx(r["logp_cf"], abs=1e-4) and ll_pa == pytest.approx(r["logp_param"], abs=1e-4)
     n_cf = sum(r["cf_hit"] for r in ours.rows)
     assert sum(s["cf_acc"] for s in samples["ctxrely_demo_gen"]) == n_cf
+
+
+# --- the command line --------------------------------------------------------------------------------
+
+def test_cli_exports_builtin_suites_by_default(tmp_path, capsys):
+    from ctxrely.cli.main import main
+    from ctxrely.registry import SUITES, load_builtins
+
+    load_builtins()
+    assert main(["export-lm-eval", str(tmp_path), "--limit", "3", "--max-new-tokens", "9"]) == 0
+    assert "lm_eval --model hf" in capsys.readouterr().out
+    for suite in SUITES.names():
+        rows = (tmp_path / suite / "data.jsonl").read_text().splitlines()
+        assert len(rows) == 3
+        gen = read_yaml(tmp_path / suite / "gen.yaml")
+        assert gen["task"] == f"ctxrely_{suite}_gen" and gen["generation_kwargs"]["max_gen_toks"] == 9
+        assert gen["metadata"]["suite_version"] == str(SUITES.entry(suite).meta["version"])
+    assert set(read_yaml(tmp_path / "ctxrely.yaml")["task"]) == {"ctxrely_gen", "ctxrely_mc"}
+
+
+def test_cli_chat_format_with_a_tokenizer_and_published_data(tmp_path, tiny_model_dir, shared_data):
+    from ctxrely.cli.main import main
+
+    data = shared_data / "cf_capitals" / "country_capitals_only.json"
+    argv = ["export-lm-eval", str(tmp_path), "--data", str(data), "--format", "chat-ctx", "--limit", "5",
+            "--tokenizer", str(tiny_model_dir("llama")), "--prefix", "cr"]
+    assert main(argv) == 0
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir())
+    gen = read_yaml(folder / "gen.yaml")
+    assert gen["task"].startswith("cr_") and gen["task"].endswith("_chat_ctx_gen")
+    row = json.loads((folder / "data.jsonl").read_text().splitlines()[0])
+    assert row["prompt"].startswith("<|im_start|>user\n") and "based on the context" in row["prompt"]
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--suites", "cf_capitls"], ["did you mean 'cf_capitals'"]),
+    (["--suites", "cf_capitals", "--format", "alpacca"], ["unknown format", "'alpaca'"]),
+    (["--suites", "cf_capitals", "--format", "chat"], ["--tokenizer"]),
+    (["--suites", "cf_capitals", "--max-length", "64"], ["--max-length needs --tokenizer"]),
+    (["--suites", "cf_capitals", "--tokenizer", "/no/such/model"], ["model path not found"]),
+])
+def test_cli_bad_input_is_one_line(tmp_path, capsys, argv, fragments):
+    from ctxrely.cli.main import main
+
+    assert main(["export-lm-eval", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and all(f in err for f in fragments), err
+    assert not (tmp_path / "out" / "cf_capitals").exists()
