@@ -7,21 +7,25 @@ Run from the repository root (needs ``../shared/data``; builds and caches its mo
 1. Model: a Llama with 4 layers, hidden 128, 4 heads (2 KV heads), MLP 256, window 1024, over the
    1024-token test tokenizer, trained for --steps steps on the 196 prompts (target: the context's
    answer in a ~20-token sentence ending in a blank line) so that greedy argmaxes are decisive and
-   generation runs ~20 tokens before the "\\n\\n" stop. Its accuracy means nothing; it is a timing rig.
+   generation runs ~20 tokens before the "\n\n" stop. Its accuracy means nothing; it is a timing rig.
 2. Generate mode, whole processes (import, model load, data, decoding, writing results), best of
    --reps, interleaved: ``python -m lm_eval --model hf --model_args pretrained=DIR,dtype=float32 --tasks
    <exported generate_until task> --include_path TASKS --batch_size 16 --device cpu --log_samples``
    vs ``python -m ctxrely.cli.main eval --model DIR --data FILE --mode generate --batch-size 16``.
-   Answers are compared per example (normalised strings). Both get OMP_NUM_THREADS=1.
-3. Logit mode, in this process (1 thread): ctxrely's ``score_examples(mode="logits")`` (rendering,
-   tokenising, shared prefill, both continuations) vs a bare prefill-only forward over the same
-   prompt tokens: the same length-sorted batches of 16, left padded, one plain
-   ``model(input_ids, attention_mask)`` call per batch, tokenisation done before the clock starts.
+   Both get OMP_NUM_THREADS=1; wall time (the target) and the children's CPU time are recorded.
+   Answers are compared per example (normalised strings).
+3. Logit mode, in this process (torch 1 thread; CPU time, best of --reps; wall time also printed):
+   ctxrely's ``score_examples(mode="logits")`` (render, tokenise, shared prefill, both continuations)
+   vs a bare prefill-only forward over the same prompt tokens: the same length-sorted batches of
+   16, left padded, one plain ``model(input_ids, attention_mask)`` call per batch, tokenisation done
+   before the clock starts. The same ratio on a real packaged LM (``--real-model``, first
+   ``--real-n`` prompts) when ``ctxrely models`` shows it converted.
 4. For context, in this process: lm-eval's ``HFLM.generate_until`` vs ctxrely's ``greedy_generate``
    on the same loaded model and pre-rendered prompts (model-side decoding only).
 
 The last line is machine-readable:
-``eval_vs_lmeval generate_speedup=<x> logits_over_prefill=<y> same_answers=<true|false>``.
+``eval_vs_lmeval generate_speedup=<x> logits_over_prefill=<y> same_answers=<true|false>``
+(generate_speedup: whole-process wall time; logits_over_prefill: CPU time of the tiny model).
 """
 
 from __future__ import annotations
@@ -101,23 +105,37 @@ def build_model(workdir: Path, suite: Any, steps: int, seed: int) -> Path:
     return out
 
 
-def timed(cmd: list[str], log: Path) -> float:
+def timed(cmd: list[str], log: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a whole child process."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **ENV}, cwd=ROOT)
-    dt = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}), see {log}: {' '.join(cmd)}")
-    return dt
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def best_of(fn: Callable[[], Any], reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+def clock(fn: Callable[[], Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call; CPU time is this process's (torch runs 1 thread here)."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def best(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, tuple[float, float]]:
+    """Best-of-``reps`` (wall, CPU) per function, calls interleaved, after one warm-up call each."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            runs[k].append(clock(fn))
+    return {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in runs.items()}
 
 
 def compare_answers(lm_out: Path, task: str, ctx_out: Path) -> tuple[int, int, int, list[str]]:
@@ -141,56 +159,67 @@ def compare_answers(lm_out: Path, task: str, ctx_out: Path) -> tuple[int, int, i
     return len(ours), exact, norm, diffs
 
 
-def in_process(model_dir: Path, suite: Any, reps: int) -> dict[str, float]:
-    """Logit mode vs bare prefill, and model-side generation lm-eval vs ctxrely, in this process."""
+def logits_vs_prefill(model: Any, tok: Any, exs: list[Any], reps: int) -> dict[str, tuple[float, float]]:
+    """ctxrely logit mode, its model side alone, and a bare prefill over the same prompts and batches."""
     import torch
 
     from ctxrely.evaluate.api import score_examples
     from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
-    from ctxrely.evaluate.generate import DEFAULT_STOP, greedy_generate
     from ctxrely.evaluate.logits import encode_pairs, score_continuations
     from ctxrely.evaluate.prompting import continuation
-    from ctxrely.models import load_model
     from ctxrely.prompts import get_format
 
-    model, tok = load_model(str(model_dir))
-    exs = suite.examples
     fmt = get_format("raw")
     texts = [fmt.render(ex.context, ex.question) for ex in exs]
     ids = [tok(t)["input_ids"] for t in texts]
+    pairs = encode_pairs(tok, texts, [[continuation(t, ex.cf_answer), continuation(t, ex.param_answer)]
+                                      for t, ex in zip(texts, exs, strict=True)], True)
+    assert [p for p, _ in pairs] == ids
     pad = pad_id_of(tok)
 
-    def prefill() -> None:
+    def prefill() -> None:  # the baseline: plain forward per left-padded batch, tokens ready
         with torch.inference_mode():
             for idx in length_sorted_batches(ids, 16):
                 x, m, _ = left_pad([ids[i] for i in idx], pad)
                 model(input_ids=x, attention_mask=m)
 
-    def logits() -> None:
+    def logits() -> None:  # all of logit mode: render, tokenise, score both answers, flags
         score_examples(model, tok, exs, fmt=fmt, mode="logits", batch_size=16, progress=False)
 
-    answers = [[continuation(t, ex.cf_answer), continuation(t, ex.param_answer)] for t, ex in zip(texts, exs, strict=True)]
-    pairs = encode_pairs(tok, texts, answers, True)
-
-    def scoring_only() -> None:  # the model side of logit mode, on pre-tokenised pairs
+    def scoring() -> None:  # its model side alone, on the pre-tokenised pairs
         score_continuations(model, tok, [p for p, _ in pairs], [c for _, c in pairs], batch_size=16)
 
-    prefill(), logits(), scoring_only()  # warm-up
-    t_pre, t_log, t_sc = [], [], []
-    for _ in range(reps):  # interleaved, best of reps
-        t_pre.append(best_of(prefill, 1))
-        t_log.append(best_of(logits, 1))
-        t_sc.append(best_of(scoring_only, 1))
+    return best({"prefill": prefill, "logits": logits, "scoring": scoring}, reps)
+
+
+def generation_in_process(model: Any, tok: Any, exs: list[Any], reps: int) -> dict[str, tuple[float, float]]:
+    """Model-side decoding only: lm-eval ``HFLM.generate_until`` vs ctxrely ``greedy_generate``."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
+    from ctxrely.evaluate.generate import DEFAULT_STOP, greedy_generate
+    from ctxrely.prompts import get_format
+
+    fmt = get_format("raw")
+    texts = [fmt.render(ex.context, ex.question) for ex in exs]
+    ids = [tok(t)["input_ids"] for t in texts]
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=16)
     kw = {"until": list(DEFAULT_STOP), "do_sample": False, "temperature": 0.0, "max_gen_toks": 32}
     reqs = [Instance("generate_until", {}, (t, dict(kw)), 0) for t in texts]
-    t_lm = best_of(lambda: lm.generate_until(reqs, disable_tqdm=True), reps)
-    t_gen = best_of(lambda: greedy_generate(model, tok, ids, max_new_tokens=32, batch_size=16), reps)
-    return {"prefill_s": min(t_pre), "logits_s": min(t_log), "scoring_only_s": min(t_sc), "lmeval_generate_until_s": t_lm,
-            "ctxrely_greedy_generate_s": t_gen}
+    return best({"lmeval": lambda: lm.generate_until(reqs, disable_tqdm=True),
+                 "ctxrely": lambda: greedy_generate(model, tok, ids, max_new_tokens=32, batch_size=16)}, reps)
+
+
+def real_model_check(name: str, exs: list[Any], reps: int) -> dict[str, tuple[float, float]] | None:
+    """The logit-mode ratio on a packaged real LM (zoo), when it is already converted locally."""
+    from ctxrely import zoo
+    from ctxrely.models import load_model
+
+    if not zoo.is_zoo_name(name) or not zoo.is_converted(zoo.model_dir(name), name):
+        print(f"real-model check skipped: {name} is not a converted zoo model (see `ctxrely models`)")
+        return None
+    model, tok = load_model(name)
+    return logits_vs_prefill(model, tok, exs, reps)
 
 
 def main() -> None:
@@ -201,6 +230,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="training steps of the timing model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hidden", type=int, default=128, help="hidden size of the timing model (MLP: 2x)")
+    ap.add_argument("--real-model", default="smollm2-135m-instruct",
+                    help="zoo model for an extra logit-mode check on a real LM ('none' to skip)")
+    ap.add_argument("--real-n", type=int, default=48, help="prompts for the real-model check")
     args = ap.parse_args()
     ARCH.update(hidden_size=args.hidden, intermediate_size=2 * args.hidden)
     os.environ.update(ENV)
@@ -230,7 +262,8 @@ def main() -> None:
     for rep in range(args.reps):
         t_lm.append(timed(lm_cmd, args.workdir / "lmeval.log"))
         t_ctx.append(timed(ctx_cmd, args.workdir / "ctxrely.log"))
-        print(f"  rep {rep + 1}: lm-eval {t_lm[-1]:.2f}s  ctxrely {t_ctx[-1]:.2f}s", flush=True)
+        print(f"  rep {rep + 1}: lm-eval {t_lm[-1][0]:.2f}s wall / {t_lm[-1][1]:.2f}s CPU, "
+              f"ctxrely {t_ctx[-1][0]:.2f}s wall / {t_ctx[-1][1]:.2f}s CPU", flush=True)
     n, exact, norm, diffs = compare_answers(args.workdir / "lmeval_out", gen_task, args.workdir / "ctxrely_out")
     rows = [json.loads(x) for x in (args.workdir / "ctxrely_out" / "examples.jsonl").read_text().splitlines()]
     mean_chars = sum(len(r["output"]) for r in rows) / len(rows)
@@ -238,21 +271,44 @@ def main() -> None:
           f"(mean answer {mean_chars:.0f} chars)")
     for d in diffs[:5]:
         print("  differs:", d)
-    ip = in_process(model_dir, suite, args.reps)
-    res = {"generate_lmeval_s": min(t_lm), "generate_ctxrely_s": min(t_ctx), **ip,
-           "generate_speedup": min(t_lm) / min(t_ctx), "logits_over_prefill": ip["logits_s"] / ip["prefill_s"],
-           "same_answers": norm == n, "n": n, "identical_exact": exact, "identical_normalised": norm,
-           "reps": args.reps, "threads": 1, "model": str(model_dir), "arch": ARCH, "train_steps": args.steps}
+
+    from ctxrely.models import load_model
+
+    model, tok = load_model(str(model_dir))
+    lp = logits_vs_prefill(model, tok, suite.examples, args.reps)
+    gen = generation_in_process(model, tok, suite.examples, args.reps)
+    real = None if args.real_model == "none" else real_model_check(args.real_model, suite.examples[:args.real_n], 2)
+    lm_wall, lm_cpu = min(w for w, _ in t_lm), min(c for _, c in t_lm)
+    cx_wall, cx_cpu = min(w for w, _ in t_ctx), min(c for _, c in t_ctx)
+    res: dict[str, Any] = {
+        "generate_speedup": lm_wall / cx_wall, "generate_speedup_cpu": lm_cpu / cx_cpu,
+        "logits_over_prefill": lp["logits"][1] / lp["prefill"][1],
+        "logits_over_prefill_wall": lp["logits"][0] / lp["prefill"][0],
+        "scoring_over_prefill": lp["scoring"][1] / lp["prefill"][1],
+        "same_answers": norm == n, "n": n, "identical_exact": exact, "identical_normalised": norm,
+        "whole_process_s": {"lmeval": [lm_wall, lm_cpu], "ctxrely": [cx_wall, cx_cpu]},
+        "in_process_s": {**{f"logits/{k}": v for k, v in lp.items()}, **{f"generate/{k}": v for k, v in gen.items()}},
+        "reps": args.reps, "threads": 1, "model": str(model_dir), "arch": ARCH, "train_steps": args.steps,
+        "cores": os.cpu_count(), "load_avg": os.getloadavg()[0],
+    }
+    if real is not None:
+        res["real_model"] = {"name": args.real_model, "n": min(args.real_n, n),
+                             "logits_over_prefill": real["logits"][1] / real["prefill"][1],
+                             "logits_over_prefill_wall": real["logits"][0] / real["prefill"][0],
+                             "s": real}
     (args.workdir / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    print(f"generate, whole process (best of {args.reps}): lm-eval {res['generate_lmeval_s']:.2f}s, "
-          f"ctxrely {res['generate_ctxrely_s']:.2f}s -> {res['generate_speedup']:.2f}x")
-    print(f"generate, in-process model side: lm-eval generate_until {ip['lmeval_generate_until_s']:.2f}s, "
-          f"ctxrely greedy_generate {ip['ctxrely_greedy_generate_s']:.2f}s -> "
-          f"{ip['lmeval_generate_until_s'] / ip['ctxrely_greedy_generate_s']:.2f}x")
-    print(f"logits: ctxrely {ip['logits_s']:.3f}s vs bare prefill {ip['prefill_s']:.3f}s -> "
-          f"{res['logits_over_prefill']:.2f}x (model side alone, pre-tokenised: {ip['scoring_only_s']:.3f}s -> "
-          f"{ip['scoring_only_s'] / ip['prefill_s']:.2f}x)")
-    print(f"machine: {os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f} (shared)")
+    print(f"generate, whole process (best of {args.reps}): lm-eval {lm_wall:.2f}s, ctxrely {cx_wall:.2f}s wall "
+          f"-> {res['generate_speedup']:.2f}x (CPU {lm_cpu:.2f}s vs {cx_cpu:.2f}s -> {res['generate_speedup_cpu']:.2f}x)")
+    print(f"generate, in process, decoding only (CPU): lm-eval generate_until {gen['lmeval'][1]:.2f}s, "
+          f"ctxrely greedy_generate {gen['ctxrely'][1]:.2f}s -> {gen['lmeval'][1] / gen['ctxrely'][1]:.2f}x")
+    print(f"logits (CPU, best of {args.reps}): ctxrely logit mode {lp['logits'][1]:.3f}s vs bare prefill "
+          f"{lp['prefill'][1]:.3f}s -> {res['logits_over_prefill']:.2f}x (wall {res['logits_over_prefill_wall']:.2f}x); "
+          f"model side alone {lp['scoring'][1]:.3f}s -> {res['scoring_over_prefill']:.2f}x")
+    if real is not None:
+        r = res["real_model"]
+        print(f"logits on {r['name']} ({r['n']} prompts, CPU): {real['logits'][1]:.2f}s vs bare prefill "
+              f"{real['prefill'][1]:.2f}s -> {r['logits_over_prefill']:.2f}x (wall {r['logits_over_prefill_wall']:.2f}x)")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end (shared)")
     print(f"eval_vs_lmeval generate_speedup={res['generate_speedup']:.2f} "
           f"logits_over_prefill={res['logits_over_prefill']:.2f} same_answers={str(res['same_answers']).lower()}")
 
