@@ -89,7 +89,7 @@ class TheoryConfig:
                 "a setting that adds or removes points adds or removes their gradient and leaves the "
                 "others' weight alone; 'mean': divided by the setting's own size (adding S points then "
                 "also dilutes the C and C+S points); identical for the baseline"})
-    steps: int = field(default=300, metadata={"help": "full-batch gradient-descent steps"})
+    steps: int = field(default=400, metadata={"help": "full-batch gradient-descent steps"})
     lr: float = field(default=1.0, metadata={"help": "learning rate of W_KQ"})
     train_value: bool = field(default=False, metadata={
         "help": "also train W_V (Proposition 3); otherwise only W_KQ moves (Proposition 1)"})
@@ -223,7 +223,7 @@ def _build(cfg: TheoryConfig) -> dict[str, Any]:
     V = _embeddings(cfg, 3 + 2 * k + pool + n_c, dt)
     theta_c, theta_s, phi_r = V[0], V[1], V[2]
     E = V[3:3 + k]                          # answer content written in a context
-    W_H = V[3 + k:3 + 2 * k].T              # d x K unembedding, column h_a
+    W_H = V[3 + k:3 + 2 * k].T.contiguous()  # d x K unembedding, column h_a
     U_pool = V[3 + 2 * k:3 + 2 * k + pool]  # memorised in pretraining
     U_new = V[3 + 2 * k + pool:]            # unseen in pretraining (the C points' subjects)
     g = torch.Generator().manual_seed(cfg.seed + 1)
@@ -257,14 +257,15 @@ def _build(cfg: TheoryConfig) -> dict[str, Any]:
             "counts": n}
 
 
-def _forward(X: torch.Tensor, mask: torch.Tensor, W_KQ: torch.Tensor, W_V: torch.Tensor,
-             W_H: torch.Tensor, phi_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 4: logits = sum_y softmax_y(phi(y)^T W_KQ phi(r)) W_H^T W_V phi(y). Returns (logits, sigma)."""
+def _forward(X: torch.Tensor, mask: torch.Tensor, W_KQ: torch.Tensor, head: torch.Tensor,
+             phi_r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 4: logits = sum_y softmax_y(phi(y)^T W_KQ phi(r)) W_H^T W_V phi(y), with
+    ``head = W_V^T W_H`` (d x K). Returns (logits, sigma)."""
     import torch
 
     z = (X @ (W_KQ @ phi_r)).masked_fill(~mask, float("-inf"))
     sigma = torch.softmax(z, dim=-1)                 # n x T, attention from the relation token
-    values = X @ (W_V.T @ W_H)                       # n x T x K, W_H^T W_V phi(y) per token
+    values = X @ head                                # n x T x K, W_H^T W_V phi(y) per token
     return (sigma.unsqueeze(-1) * values).sum(dim=1), sigma
 
 
@@ -274,6 +275,9 @@ def _forward(X: torch.Tensor, mask: torch.Tensor, W_KQ: torch.Tensor, W_V: torch
 
 def simulate(cfg: TheoryConfig, name: str = "custom") -> TheoryTrace:
     """Fine-tune the one-layer model on ``cfg``'s mixture by full-batch gradient descent.
+
+    Runs single-threaded (the tensors are tiny; extra threads only contend on a shared CPU) and
+    restores torch's thread count afterwards.
 
     Args:
         cfg: the configuration (world, mixture, optimiser).
@@ -288,45 +292,58 @@ def simulate(cfg: TheoryConfig, name: str = "custom") -> TheoryTrace:
         [0, 10, 20]
     """
     import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _simulate(cfg, name)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _simulate(cfg: TheoryConfig, name: str) -> TheoryTrace:
+    import torch
     import torch.nn.functional as F
 
     w = _build(cfg)
-    d = cfg.d
-    W_KQ = torch.zeros(d, d, dtype=w["W_V"].dtype, requires_grad=True)
+    W_KQ = torch.zeros(cfg.d, cfg.d, dtype=w["W_V"].dtype, requires_grad=True)
     W_V = w["W_V"].clone().requires_grad_(cfg.train_value)
     params = [W_KQ, W_V] if cfg.train_value else [W_KQ]
     lrs = [cfg.lr, cfg.lr if cfg.lr_value is None else cfg.lr_value][: len(params)]
-    W_H, phi_r = w["W_H"], w["phi_r"]
+    W_H, phi_r, X, mask, y = w["W_H"], w["phi_r"], w["X"], w["mask"], w["y"]
     eval_mask = torch.ones(w["X_eval"].shape[:2], dtype=torch.bool)
     idx = torch.arange(cfg.n_eval)
-    trace = TheoryTrace(name=name, config=asdict(cfg), counts=w["counts"])
-    norm = cfg.n_subjects if cfg.loss_reduction == "sum" else len(w["y"])
+    norm = cfg.n_subjects if cfg.loss_reduction == "sum" else len(y)
+    logged: list[int] = []
+    rows: list[torch.Tensor] = []
 
+    head = (W_V.T @ W_H).contiguous()  # recomputed each step only when W_V trains
     for t in range(cfg.steps + 1):
-        logits, _ = _forward(w["X"], w["mask"], W_KQ, W_V, W_H, phi_r)
-        loss = F.cross_entropy(logits, w["y"], reduction="sum") / norm
+        if cfg.train_value:
+            head = W_V.T @ W_H
+        logits, _ = _forward(X, mask, W_KQ, head, phi_r)
+        loss = F.cross_entropy(logits, y, reduction="sum") / norm  # eq. 5
         if t % cfg.log_every == 0 or t == cfg.steps:
             with torch.no_grad():
-                le, sig = _forward(w["X_eval"], eval_mask, W_KQ, W_V, W_H, phi_r)
+                le, sig = _forward(w["X_eval"], eval_mask, W_KQ, head, phi_r)
                 p = torch.softmax(le, dim=-1)
                 pc, pp = p[idx, w["a_ctx"]], p[idx, w["a_par"]]
                 q = W_KQ @ phi_r
-                trace.step.append(t)
-                trace.attn_context.append(float(w["theta_c"] @ q))
-                trace.attn_subject.append(float(w["theta_s"] @ q))
-                trace.p_context.append(float(sig[:, 0].mean()))
-                trace.p_subject.append(float(sig[:, 1].mean()))
-                trace.m_c.append(float((pc / (pc + pp)).mean()))
-                trace.loss.append(float(loss))
+                logged.append(t)
+                rows.append(torch.stack([w["theta_c"] @ q, w["theta_s"] @ q, sig[:, 0].mean(),
+                                         sig[:, 1].mean(), (pc / (pc + pp)).mean(), loss.detach()]))
         if t == cfg.steps:
             break
         grads = torch.autograd.grad(loss, params)
         with torch.no_grad():
             for p_, g_, lr in zip(params, grads, lrs, strict=True):
                 p_.sub_(lr * g_)
-        if not math.isfinite(float(loss.detach())):
-            raise ConfigError(f"loss diverged at step {t}; lower lr (now {cfg.lr})")
-    return trace
+    cols = torch.stack(rows).T.tolist()
+    if not all(math.isfinite(v) for v in cols[-1]):
+        raise ConfigError(f"the loss diverged; lower lr (now {cfg.lr})")
+    return TheoryTrace(name=name, config=asdict(cfg), counts=w["counts"], step=logged,
+                       attn_context=cols[0], attn_subject=cols[1], p_context=cols[2], p_subject=cols[3],
+                       m_c=cols[4], loss=cols[5])
 
 
 def run_experiments(cfg: TheoryConfig | None = None,
