@@ -23,14 +23,18 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off)")
 
 
+def add_source_arguments(g: argparse._ActionsContainer) -> None:
+    """--suites/--data/--mapping, shared by eval and export-lm-eval."""
+    g.add_argument("--suites", default=None, help="comma-separated built-in suites (see ctxrely ls)")
+    g.add_argument("--data", action="append", default=None,
+                   help="a published-format file (auto-detected) or hub dataset id; repeatable")
+    g.add_argument("--mapping", default=None,
+                   help="column mapping for generic JSONL/CSV, e.g. context=passage,question=q,cf_answer=a")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    src = p.add_argument_group("what to evaluate (one or more)")
-    src.add_argument("--suites", default=None, help="comma-separated built-in suites (see ctxrely ls)")
-    src.add_argument("--data", action="append", default=None,
-                     help="a published-format file (auto-detected) or hub dataset id; repeatable")
-    src.add_argument("--mapping", default=None,
-                     help="column mapping for generic JSONL/CSV, e.g. context=passage,question=q,cf_answer=a")
+    add_source_arguments(p.add_argument_group("what to evaluate (one or more)"))
     p.add_argument("--format", default="raw", help="prompt format name or a template with {context}/{question}")
     p.add_argument("--mode", default="both", choices=["generate", "logits", "both"])
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -47,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxrely.data.loaders import parse_mapping
-    from ctxrely.evaluate.api import evaluate
+    from ctxrely.evaluate.api import evaluate, resolve_suites
     from ctxrely.models import load_model
     from ctxrely.prompts import get_format
     from ctxrely.registry import load_builtins
@@ -56,16 +60,14 @@ def run(args: argparse.Namespace) -> int:
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else []
     if not suites and not args.data:
         raise SystemExit("error: pass --suites and/or --data")
-    from ctxrely.data.suites import load_suite
-
-    for s in suites:  # fail on a typo before loading a model
-        load_suite(s)
     fmt = get_format(args.format)
     mapping = parse_mapping(args.mapping) if args.mapping else None
+    # read every suite and data file before the (slow) model load, so a typo or bad row fails fast
+    suite_objs = resolve_suites(suites, args.data, None, args.limit, mapping)
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device,
                             trust_remote_code=args.trust_remote_code)
     out = Path(args.out or f"runs/eval-{Path(args.model).name}")
-    res = evaluate(model, tok, suites, data=args.data, mapping=mapping, fmt=fmt, mode=args.mode,
+    res = evaluate(model, tok, suite_objs, fmt=fmt, mode=args.mode,
                    limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                    stop=args.stop, match=args.match, indicator=args.indicator, n_boot=args.n_boot,
                    progress=not args.no_progress, out_dir=out, model_name=args.model)

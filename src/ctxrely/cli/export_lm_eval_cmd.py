@@ -13,18 +13,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ctxrely.cli.eval_cmd import add_source_arguments
+
 NAME = "export-lm-eval"
 HELP = "write lm-eval task YAMLs (generate_until + multiple_choice, with helpers) for the suites"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="output folder; pass it to lm_eval as --include_path")
-    src = p.add_argument_group("what to export (default: every built-in suite)")
-    src.add_argument("--suites", default=None, help="comma-separated built-in suites (see ctxrely ls)")
-    src.add_argument("--data", action="append", default=None,
-                     help="a published-format file (auto-detected) or hub dataset id; repeatable")
-    src.add_argument("--mapping", default=None,
-                     help="column mapping for generic JSONL/CSV, e.g. context=passage,question=q,cf_answer=a")
+    add_source_arguments(p.add_argument_group("what to export (default: every built-in suite)"))
     p.add_argument("--format", default="raw", help="prompt format name or a template with {context}/{question}")
     p.add_argument("--tokenizer", default=None,
                    help="model folder, zoo name or hub id whose tokenizer renders chat formats and, with its "
