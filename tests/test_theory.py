@@ -107,6 +107,10 @@ def test_log_every_and_value_training():
     assert tr.step == [0, 10, 20, 25]
     frozen = simulate(TheoryConfig(steps=25, log_every=10))
     assert tr.m_c[0] == frozen.m_c[0] and tr.m_c[-1] != frozen.m_c[-1]
+    assert tr.copy_strength[0] == pytest.approx(TheoryConfig().context_strength)
+    assert tr.c_fact_memory[0] == pytest.approx(0.0, abs=1e-9)
+    assert tr.copy_strength[-1] > tr.copy_strength[0] and tr.c_fact_memory[-1] > 0
+    assert frozen.copy_strength[-1] == frozen.copy_strength[0]
 
 
 def test_plots_and_json(traces, tmp_path):
@@ -140,7 +144,7 @@ def test_cli(tmp_path, capsys):
     assert main(["theory", "--out", str(out), "--steps", "40", "--seed", "1"]) == 0
     assert {p.name for p in out.iterdir()} == {"theory.json", "theory.png", "theory.svg"}
     text = capsys.readouterr().out
-    assert "peak M_C" in text and "baseline" in text and "no_ccs" in text
+    assert "M_C" in text and "peak" in text and "baseline" in text and "no_ccs" in text
     assert json.loads((out / "theory.json").read_text())["traces"]["baseline"]["config"]["seed"] == 1
 
 

@@ -145,7 +145,9 @@ class TheoryTrace:
     ``attn_context`` / ``attn_subject`` are theta_C^T W_KQ phi(r) and theta_S^T W_KQ phi(r);
     ``p_context`` / ``p_subject`` the mean softmax weight on the context / subject token of the
     held-out conflict examples; ``m_c`` the mean of p(ctx answer) / (p(ctx answer) + p(memorised
-    answer)) over them; ``loss`` the fine-tuning loss before the step.
+    answer)) over them; ``loss`` the fine-tuning loss before the step. Two readings of W_V (they
+    move only with ``train_value``): ``copy_strength`` = mean_a h_a^T W_V e_a (alpha at step 0) and
+    ``c_fact_memory`` = mean over C points of h_a^T W_V u_s (0 at step 0: the C facts are new).
     """
 
     name: str
@@ -158,6 +160,8 @@ class TheoryTrace:
     p_subject: list[float] = field(default_factory=list)
     m_c: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
+    copy_strength: list[float] = field(default_factory=list)
+    c_fact_memory: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
         """Start, peak (and its step), final M_C, and drop = peak - final."""
@@ -254,7 +258,7 @@ def _build(cfg: TheoryConfig) -> dict[str, Any]:
     X_eval = seqs(U_pool[ev], a_conf[ev], ctx_noise[n_c + pool:][ev])
     return {"theta_c": theta_c, "theta_s": theta_s, "phi_r": phi_r, "W_H": W_H, "W_V": W_V,
             "X": X, "mask": mask, "y": y, "X_eval": X_eval, "a_ctx": a_conf[ev], "a_par": a_pool[ev],
-            "counts": n}
+            "E": E, "U_new": U_new, "a_new": a_new, "counts": n}
 
 
 def _forward(X: torch.Tensor, mask: torch.Tensor, W_KQ: torch.Tensor, head: torch.Tensor,
@@ -301,6 +305,13 @@ def simulate(cfg: TheoryConfig, name: str = "custom") -> TheoryTrace:
         torch.set_num_threads(threads)
 
 
+def _value_readings(W_V: torch.Tensor, W_H: torch.Tensor, w: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """(mean_a h_a^T W_V e_a, mean over C points of h_a^T W_V u_s): copy strength, C-fact memory."""
+    copy = (W_H.T @ W_V @ w["E"].T).diagonal().mean()
+    memo = (W_H[:, w["a_new"]] * (W_V @ w["U_new"].T)).sum(0).mean() if len(w["a_new"]) else copy * 0
+    return copy, memo
+
+
 def _simulate(cfg: TheoryConfig, name: str) -> TheoryTrace:
     import torch
     import torch.nn.functional as F
@@ -330,8 +341,11 @@ def _simulate(cfg: TheoryConfig, name: str) -> TheoryTrace:
                 pc, pp = p[idx, w["a_ctx"]], p[idx, w["a_par"]]
                 q = W_KQ @ phi_r
                 logged.append(t)
+                if cfg.train_value or t == 0:
+                    copy, memo = _value_readings(W_V.detach(), W_H, w)
                 rows.append(torch.stack([w["theta_c"] @ q, w["theta_s"] @ q, sig[:, 0].mean(),
-                                         sig[:, 1].mean(), (pc / (pc + pp)).mean(), loss.detach()]))
+                                         sig[:, 1].mean(), (pc / (pc + pp)).mean(), loss.detach(),
+                                         copy, memo]))
         if t == cfg.steps:
             break
         grads = torch.autograd.grad(loss, params)
@@ -343,7 +357,7 @@ def _simulate(cfg: TheoryConfig, name: str) -> TheoryTrace:
         raise ConfigError(f"the loss diverged; lower lr (now {cfg.lr})")
     return TheoryTrace(name=name, config=asdict(cfg), counts=w["counts"], step=logged,
                        attn_context=cols[0], attn_subject=cols[1], p_context=cols[2], p_subject=cols[3],
-                       m_c=cols[4], loss=cols[5])
+                       m_c=cols[4], loss=cols[5], copy_strength=cols[6], c_fact_memory=cols[7])
 
 
 def run_experiments(cfg: TheoryConfig | None = None,
