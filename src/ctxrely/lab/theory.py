@@ -19,8 +19,9 @@ Example:
     >>> trace = simulate(TheoryConfig(steps=50))
     >>> len(trace.m_c)
     51
-    >>> traces = run_experiments(TheoryConfig(steps=300))                  # doctest: +SKIP
+    >>> traces = run_experiments(TheoryConfig())                           # doctest: +SKIP
     >>> {k: round(t.summary()["drop"], 3) for k, t in traces.items()}     # doctest: +SKIP
+    {'baseline': 0.239, 'no_ccs': 0.0, 'more_subject_only': 0.218}
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ THEORY_VERSION = "1"
 class TheoryConfig:
     """Every knob of the simulation; the defaults reproduce ``docs/theory.md``."""
 
-    d: int = field(default=256, metadata={"help": "embedding dimension (random unit vectors in R^d are "
-                                                  "near-orthogonal when d is large)"})
+    d: int = field(default=256, metadata={"help": "embedding dimension; orthogonal embeddings need "
+                                                  "d >= 3 + 2 n_answers + n_pretrained + #C points"})
     n_answers: int = field(default=8, metadata={"help": "size of the answer vocabulary (columns of W_H)"})
     n_subjects: int = field(default=96, metadata={"help": "fine-tuning subjects, one example each, in the "
                                                            "baseline mixture; split into C / C+S / S by "
@@ -129,7 +130,7 @@ class TheoryConfig:
         """C, C+S and S counts of the baseline mixture (shares x n_subjects)."""
         n_c = round(self.n_subjects * self.share_context_critical)
         n_cs = round(self.n_subjects * self.share_non_context_critical)
-        return {"C": n_c, "C+S": n_cs, "S": self.n_subjects - n_c - n_cs}
+        return {"C": n_c, "C+S": n_cs, "S": max(0, self.n_subjects - n_c - n_cs)}
 
     def counts(self) -> dict[str, int]:
         """C, C+S and S counts this config trains on (the base counts after the setting flags)."""
