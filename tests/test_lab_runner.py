@@ -19,7 +19,7 @@ def quick_lab(tmp_path_factory):
     from ctxrely.lab.runner import run_lab
 
     out = tmp_path_factory.mktemp("lab")
-    preset = get_preset("quick", probe=False, runs=["baseline", "no_ccs", "filter", "augment", "indicator",
+    preset = get_preset("quick", runs=["baseline", "no_ccs", "filter", "augment", "indicator",
                                                      "qk_only"], max_steps=4, eval_every=2)
     said: list[str] = []
     outcome = run_lab(preset, out, progress=False, say=said.append)
@@ -71,8 +71,13 @@ def test_rerun_skips_finished_runs_and_rejects_other_settings(quick_lab):
     again = run_lab(preset, outcome.out_dir, progress=False, report=False, say=said.append)
     assert sum("done earlier, skipped" in s for s in said) == len(preset.runs)
     assert {k: (d / "trajectory.jsonl").read_text() for k, d in again.run_dirs.items()} == before
-    with pytest.raises(ConfigError, match="lr differ"):
-        run_lab(get_preset("quick", probe=False, lr=0.5), outcome.out_dir, progress=False)
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=r"\(lr differ\)"):
+        run_lab(dataclasses.replace(preset, lr=0.5), outcome.out_dir, progress=False)
+    # more seeds or runs are fine: only the new ones run
+    assert run_lab(dataclasses.replace(preset, runs=["baseline"], seeds=[0]), outcome.out_dir, progress=False,
+                   report=False).run_dirs == {("baseline", 0): outcome.run_dirs[("baseline", 0)]}
 
 
 def _fake_run(path, peak_wins, final_wins):

@@ -39,7 +39,7 @@ class DemoConfig:
     quick: bool = field(default=False, metadata={"help": "tiny random model, tiny settings, no download"})
     out: str = field(default="runs/demo", metadata={"help": "output folder (reruns resume in it)"})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "model of parts 2 and 3"})
-    eval_limit: int = field(default=16, metadata={"help": "step-0 eval: first n items of each suite"})
+    eval_limit: int = field(default=12, metadata={"help": "step-0 eval: first n items of each suite"})
     eval_mode: str = field(default="both", metadata={"help": "step-0 eval mode: logits, generate or both"})
     theory_steps: int = field(default=300, metadata={"help": "gradient steps of the theory sandbox"})
     lab_preset: str = field(default="short", metadata={"help": "lab preset of part 3"})
@@ -71,7 +71,7 @@ class _Stages:
                            f"(total {time.perf_counter() - self.t0:.0f} s)")
 
     def say(self, msg: str) -> None:
-        self.console.print(msg, highlight=False)
+        self.console.print(msg, highlight=False, soft_wrap=True)
 
 
 def _img(path: Path, alt: str) -> str:

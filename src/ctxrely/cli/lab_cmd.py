@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, quiet=args.no_progress)
     outcome = run_lab(preset, out, progress=not args.no_progress, report=not args.no_report,
-                      say=lambda m: console.print(f"[bold cyan]lab[/] {m}", highlight=False))
+                      say=lambda m: console.print(f"[bold cyan]lab[/] {m}", highlight=False, soft_wrap=True))
     print((outcome.out_dir / "comparison.md").read_text(encoding="utf-8"))
     print(f"comparison: {outcome.out_dir / 'comparison.json'}")
     if outcome.report:

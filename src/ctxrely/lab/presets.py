@@ -127,9 +127,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "short": dict(
         name="short", model="smollm2-135m-instruct", relations=["capital", "city_country", "author",
                                                                 "landmark_country"],
-        facts_per_relation=48, n_heldout=40, n_train=240, n_id=16, finetune="lora", lora_rank=16,
-        lora_alpha=32, lr=2e-4, lr_scheduler="constant_with_warmup", warmup_steps=3, max_steps=24,
-        batch_size=8, eval_every=8, seeds=[0], runs=["baseline", "no_ccs"],
+        facts_per_relation=40, n_heldout=32, n_train=240, n_id=16, finetune="lora", lora_rank=16,
+        lora_alpha=32, lr=5e-4, lr_scheduler="constant_with_warmup", warmup_steps=2, max_steps=18,
+        batch_size=8, eval_every=6, seeds=[0], runs=["baseline", "no_ccs"],
     ),
     "long": dict(
         name="long", model="gemma3-270m", facts_per_relation=0, n_heldout=300, heldout_style="passage",
@@ -139,9 +139,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         runs=["baseline", "filter", "no_ccs", "qk_only", "augment", "indicator"],
     ),
     "quick": dict(
-        name="quick", model="tiny", relations=["capital", "author"], facts_per_relation=24, n_heldout=8,
-        n_train=32, n_id=4, probe_method="logits", finetune="lora", lora_rank=4, lora_alpha=8, lr=1e-3,
-        warmup_steps=0, max_steps=4, batch_size=4, eval_every=2, eval_batch_size=8, seeds=[0],
+        name="quick", model="tiny", relations=["capital", "author"], facts_per_relation=24, probe=False,
+        n_heldout=8, n_train=32, n_id=4, probe_method="logits", finetune="full", lr=1e-3, warmup_steps=0,
+        max_steps=6, batch_size=4, eval_every=2, eval_batch_size=8, attention_subset=4, seeds=[0],
         runs=["baseline", "no_ccs"],
     ),
 }

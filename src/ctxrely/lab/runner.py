@@ -137,11 +137,8 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
             continue
         say(f"[{i + 1}/{len(todo)}] training {variant} seed {seed}: {v.manifest}")
         t0 = time.perf_counter()
+        # run_train adapts the model in place (LoRA, QK freezing, an indicator token): give it copies
         run_model, run_tok = copy.deepcopy(model), copy.deepcopy(tok)
-        if v.add_indicator:
-            from ctxrely.mitigate.indicator import add_indicator_token
-
-            add_indicator_token(run_model, run_tok, v.add_indicator)
         run_model.train()
         cfg = train_config(preset, variant, seed, run_dir, data.fmt, v.overrides, preset.model)
         run_dir.mkdir(parents=True, exist_ok=True)

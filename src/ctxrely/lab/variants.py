@@ -35,13 +35,11 @@ class Variant:
         rows: training rows (mixture format).
         overrides: ``TrainConfig`` fields to change (``train_modules``, ``indicator``).
         manifest: what the mitigation did (counts, dropped rows, marked rows).
-        add_indicator: add this token to the tokenizer/model before training.
     """
 
     rows: list[dict[str, Any]]
     overrides: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
-    add_indicator: str | None = None
 
 
 def _sft_examples(rows: list[dict[str, Any]]) -> list[Any]:
@@ -135,6 +133,7 @@ def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokeni
     n_marked = sum(1 for a, b in zip(rows, marked, strict=True) if a is not b)
     by_cls = {c: sum(1 for a, b in zip(rows, marked, strict=True) if a is not b and a.get("cls") == c)
               for c in ("C", "C+S", "S")}
-    return Variant(marked, overrides={"indicator": DEFAULT_TOKEN}, add_indicator=DEFAULT_TOKEN,
+    # run_train gives the token a (mean-initialised, trainable) embedding when ``indicator`` is set
+    return Variant(marked, overrides={"indicator": DEFAULT_TOKEN},
                    manifest={**_counts(marked), "marked": n_marked, "marked_by_class": by_cls,
                              "threshold": preset.indicator_threshold})
