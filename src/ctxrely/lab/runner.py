@@ -120,7 +120,7 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
     outcome.data_stats = data.stats
     say(f"mixture {data.stats['train_classes']}; conflict items {data.stats['eval_sets']}; "
         f"ID rows {len(data.id_rows)}")
-    todo = [(v, s) for v in preset.runs for s in preset.seeds]
+    todo = [(v, s) for s in preset.seeds for v in preset.runs]  # every run of seed 0 first: comparable early
     for i, (variant, seed) in enumerate(todo):
         run_dir = out / "runs" / f"{variant}-s{seed}"
         if (run_dir / DONE).exists():
