@@ -136,3 +136,26 @@ def test_preset_fields_have_help_and_errors_are_clear():
         get_preset("short", runs=["baseline", "dropout"])
     long = get_preset("long")
     assert long.model == "gemma3-270m" and long.seeds == [0, 1, 2] and long.lr_scheduler != "constant"
+
+
+def test_probe_on_a_tiny_model(tiny_llama):
+    from ctxrely.data.suites import load_suite
+    from ctxrely.lab.heldout import known_suite_items
+    from ctxrely.lab.probe import lab_format, probe_examples, probe_facts
+
+    model, tok = tiny_llama
+    facts = load_facts("capital")[:5]
+    recs = probe_facts(model, tok, facts, max_new_tokens=4, progress=False)
+    assert [r["key"] for r in recs] == [fact_key(f) for f in facts]
+    for r, f in zip(recs, facts, strict=True):  # "known" is exactly the documented rule on the real output
+        assert isinstance(r["output"], str)
+        assert r["known"] is answers_with(r["output"], f.obj_targets(), [f.subject, *f.subject_aliases])
+    logit = probe_facts(model, tok, facts, method="logits", progress=False)
+    assert all(r["output"] is None and r["known"] in (True, False) for r in logit)
+    items = load_suite("cf_capitals").examples[:3]
+    assert len(probe_examples(model, tok, items, max_new_tokens=4, progress=False)) == 3
+    kept = known_suite_items(model, tok, ["cf_capitals"], limit=3, progress=False)
+    assert set(kept) <= {"cf_capitals"} and all(len(v) <= 3 for v in kept.values())
+    assert lab_format(tok).name == "chat"
+    with pytest.raises(ValueError, match="unknown probe method"):
+        probe_facts(model, tok, facts, method="guess", progress=False)
