@@ -27,13 +27,13 @@ import argparse
 import logging
 import os
 import platform
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from docsection import write_section  # benchmarks/docsection.py (scripts run from benchmarks/)
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Callback overhead"
 
 
@@ -151,13 +151,7 @@ def main() -> None:
     for line in lines:
         print(line)
     if not args.no_write:
-        body = (f"{SECTION}\n\n`benchmarks/callback_overhead.py` ({time.strftime('%Y-%m-%d')}):\n\n"
-                + "".join(f"- {x}\n" for x in lines) + "\n")
-        text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-        pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        text = pat.sub(lambda _m: body, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + body
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(text)
+        write_section(SECTION, "benchmarks/callback_overhead.py", lines)
     print(f"callback_overhead ratio={ratio:.3f}")
 
 

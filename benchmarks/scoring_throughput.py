@@ -26,13 +26,13 @@ import argparse
 import os
 import platform
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
 
+from docsection import write_section  # benchmarks/docsection.py (scripts run from benchmarks/)
+
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Scoring throughput"
 
 
@@ -137,19 +137,10 @@ def main() -> None:
     for line in lines:
         print(line)
     if not args.no_write:
-        write_section(lines)
+        write_section(SECTION, "benchmarks/scoring_throughput.py", lines)
     print(f"scoring_throughput ratio={ratio:.3f}")
 
 
-def write_section(lines: list[str]) -> None:
-    """Replace (or append) this benchmark's section of docs/benchmarks.md; other sections stay."""
-    body = (f"{SECTION}\n\n`benchmarks/scoring_throughput.py` ({time.strftime('%Y-%m-%d')}):\n\n"
-            + "".join(f"- {x}\n" for x in lines) + "\n")
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
-    pat = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pat.sub(lambda _m: body, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + body
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":

@@ -35,15 +35,13 @@ def load_rows(source: str, split: str = "train", limit: int | None = None) -> li
 
 
 def detect_format(row: dict[str, Any], path: str = "<rows>", line: int | None = None) -> str:
-    """``alpaca``, ``messages`` or ``prompt_completion`` from a row's keys."""
-    if "messages" in row:
-        return "messages"
-    if "prompt" in row and "completion" in row:
-        return "prompt_completion"
-    if "instruction" in row and "output" in row:
-        return "alpaca"
-    raise DataError(f"cannot tell the format from the keys {sorted(row)}: expected instruction/input/output, "
-                    "messages, or prompt/completion", path=path, line=line)
+    """``alpaca``, ``messages`` or ``prompt_completion`` from a row's keys (a DataError names the row)."""
+    from ctxrely.diagnose.sft_rows import detect_format as detect
+
+    try:
+        return detect(row)
+    except ValueError as e:
+        raise DataError(str(e), path=path, line=line) from None
 
 
 def _text(row: dict[str, Any], key: str, path: str, line: int | None, allow_empty: bool = False) -> str:
