@@ -117,3 +117,27 @@ def test_lab_cli_overrides_and_errors(tmp_path, capsys):
         parse_overrides(["max_steps=many"])
     assert main(["lab", "--preset", "quick", "--set", "maxsteps=3", "--out", str(tmp_path)]) == 2
     assert "unknown preset field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("run", ["filter", "augment", "indicator"])
+def test_variants_on_plain_text_rows(tiny_llama, tmp_path, run):
+    """Base models train on plain-text rows (no chat template): every scorer must find the context."""
+    from ctxrely.data.facts import load_facts
+    from ctxrely.lab.mixture import build_mixture
+    from ctxrely.lab.variants import make_variant
+    from ctxrely.prompts import get_format
+
+    model, tok = tiny_llama
+    rows = build_mixture(load_facts("capital")[:20], get_format("raw"), tok, n_rows=16, seed=0)
+    assert isinstance(rows[0]["prompt"], str)
+    v = make_variant(run, rows, get_preset("quick"), model, tok, tmp_path, fmt="raw", progress=False)
+    if run == "filter":
+        assert v.manifest["n_dropped"] == round(0.25 * sum(1 for r in rows if r["cls"] != "S"))
+        assert json.loads((tmp_path / "criticality.json").read_text())[0]["nll_with"] is not None
+    elif run == "augment":
+        new = v.rows[len(rows):]
+        assert new and all(r["prompt"] != o["prompt"] for r, o in zip(new, rows, strict=False))
+        assert all(r["completion"].strip() in r["prompt"] for r in new)  # the answer follows the context
+    else:
+        marked = [r for r, o in zip(v.rows, rows, strict=True) if r is not o]
+        assert marked and all(r["prompt"].endswith("? [IND]\nAnswer:") and r["context"] for r in marked)

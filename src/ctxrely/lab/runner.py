@@ -130,7 +130,8 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
         if variant in outcome.skipped:
             continue
         try:
-            v = make_variant(variant, data.train, preset, model, tok, out / "data", seed=seed, progress=progress)
+            v = make_variant(variant, data.train, preset, model, tok, out / "data", fmt=data.fmt, seed=seed,
+                             progress=progress)
         except VariantUnavailable as e:
             say(f"[{i + 1}/{len(todo)}] {variant}: skipped ({e})")
             outcome.skipped[variant] = str(e)

@@ -64,8 +64,11 @@ def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any,
-                 data_dir: str | Path, *, seed: int = 0, progress: bool = True) -> Variant:
+                 data_dir: str | Path, *, fmt: str = "chat", seed: int = 0, progress: bool = True) -> Variant:
     """Rows and config changes of run ``run`` (one of :data:`ctxrely.lab.presets.RUNS`).
+
+    ``fmt`` is the prompt format the rows were built with (``LabData.fmt``): the indicator token goes
+    after the question, found through that format's template.
 
     Raises:
         VariantUnavailable: the mitigation's module is missing from this checkout.
@@ -96,7 +99,7 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
         new = [dict(r, cls=f"{r.get('cls', '?')}-aug") for r in res.rows[len(rows):]]
         out = list(rows) + new
         return Variant(out, manifest={**_counts(out), "added": len(new), "eligible": res.n_eligible})
-    return _indicator(rows, preset, model, tokenizer, data_dir, progress)
+    return _indicator(rows, preset, model, tokenizer, data_dir, progress, fmt)
 
 
 def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
@@ -118,7 +121,7 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
 
 
 def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
-               progress: bool) -> Variant:
+               progress: bool, fmt: str) -> Variant:
     try:
         from ctxrely.diagnose.attention_score import context_dependency
         from ctxrely.mitigate.indicator import DEFAULT_TOKEN, apply_indicator
@@ -128,8 +131,14 @@ def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokeni
     scores = _cached(data_dir / "attention_scores.json", lambda: context_dependency(
         model, tokenizer, _sft_examples(rows), batch_size=max(1, preset.eval_batch_size // 4), template=template,
         progress=progress))
+    from ctxrely.prompts import get_format
+
+    # Only rows with a context can be marked (S rows have nothing to read). The token goes right after
+    # the question, where the evaluation's ``indicator`` puts it, for plain-text rows too.
+    scores = [s if r.get("context") else None for r, s in zip(rows, scores, strict=True)]
     marked = apply_indicator(rows, scores, threshold=preset.indicator_threshold, token=DEFAULT_TOKEN,
-                             fmt="prompt_completion", context_field="context")
+                             fmt="prompt_completion",
+                             context_template=get_format(fmt).user_text("{context}", "{question}"))
     n_marked = sum(1 for a, b in zip(rows, marked, strict=True) if a is not b)
     by_cls = {c: sum(1 for a, b in zip(rows, marked, strict=True) if a is not b and a.get("cls") == c)
               for c in ("C", "C+S", "S")}
