@@ -117,6 +117,11 @@ def test_lab_cli_overrides_and_errors(tmp_path, capsys):
         parse_overrides(["max_steps=many"])
     assert main(["lab", "--preset", "quick", "--set", "maxsteps=3", "--out", str(tmp_path)]) == 2
     assert "unknown preset field" in capsys.readouterr().err
+    assert main(["lab", "--preset", "quick", "--runs", "baseline", "--seeds", "3", "--set", "max_steps=2",
+                 "--no-progress", "--out", str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    assert "| baseline | 3 |" in printed and f"report: {tmp_path / 'cli' / 'report' / 'report.html'}" in printed
+    assert json.loads((tmp_path / "cli" / "preset.json").read_text())["max_steps"] == 2
 
 
 @pytest.mark.parametrize("run", ["filter", "augment", "indicator"])
