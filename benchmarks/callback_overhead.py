@@ -5,7 +5,7 @@ Run from the repository root:
     .venv/bin/python benchmarks/callback_overhead.py                 # defaults below
     .venv/bin/python benchmarks/callback_overhead.py --steps 100 --reps 1 --no-write
 
-1. Model: a tiny random Llama (``ctxrely.tiny``; 2 layers, width 64, vocab 1024), float32, 1 thread.
+1. Model: a tiny random Llama (``ctxrely.models.tiny``; 2 layers, width 64, vocab 1024), float32, 1 thread.
 2. Data: context-QA rows from the built-in ``cf_world_facts`` suite as prompt/completion (the
    context and question as prompt, the answer as completion), batch ``--batch``, ``--steps`` steps.
 3. With: the callback at its defaults (``eval_every=50``, ``limit=64`` examples of ``cf_capitals``,
@@ -51,7 +51,7 @@ def train_once(tok: Any, rows: list[dict[str, str]], steps: int, batch: int, wit
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ctxrely.tiny import tiny_model
+    from ctxrely.models.tiny import tiny_model
     from ctxrely.track.callback import ContextRelianceCallback
 
     model, tok = tiny_model("llama", tokenizer=tok, seed=0)
@@ -76,7 +76,7 @@ def compact_head_ratio(tok: Any, rows: list[dict[str, str]], batch: int, n: int 
     from datasets import Dataset
     from trl import SFTConfig
 
-    from ctxrely.tiny import tiny_model
+    from ctxrely.models.tiny import tiny_model
     from ctxrely.train.sft import _trainer_class
 
     model, tok = tiny_model("llama", tokenizer=tok, seed=0)
@@ -112,7 +112,7 @@ def main() -> None:
     torch.set_num_threads(1)
     hf_logging.set_verbosity_error()
     logging.getLogger("ctxrely").setLevel(logging.WARNING)
-    from ctxrely.tiny import build_tokenizer
+    from ctxrely.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
     rows = rows_from_suite(args.steps * args.batch)

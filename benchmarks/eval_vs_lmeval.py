@@ -61,8 +61,8 @@ def build_model(workdir: Path, suite: Any, steps: int, seed: int) -> Path:
     """Train (once; cached by a fingerprint of everything that shapes it) and save the timing model."""
     import torch
 
+    from ctxrely.models.tiny import build_tokenizer, default_corpus, tiny_model
     from ctxrely.prompts import get_format
-    from ctxrely.tiny import build_tokenizer, default_corpus, tiny_model
 
     key = json.dumps({"arch": ARCH, "steps": steps, "seed": seed, "target": TARGET, "suite": suite.hash})
     out = workdir / f"model-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -163,10 +163,10 @@ def logits_vs_prefill(model: Any, tok: Any, exs: list[Any], reps: int) -> dict[s
     """ctxrely logit mode, its model side alone, and a bare prefill over the same prompts and batches."""
     import torch
 
-    from ctxrely.evaluate.api import score_examples
-    from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
-    from ctxrely.evaluate.logits import encode_pairs, score_continuations
-    from ctxrely.evaluate.prompting import continuation
+    from ctxrely.engine.api import score_examples
+    from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
+    from ctxrely.engine.logits import encode_pairs, score_continuations
+    from ctxrely.engine.prompting import continuation
     from ctxrely.prompts import get_format
 
     fmt = get_format("raw")
@@ -197,7 +197,7 @@ def generation_in_process(model: Any, tok: Any, exs: list[Any], reps: int) -> di
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from ctxrely.evaluate.generate import DEFAULT_STOP, greedy_generate
+    from ctxrely.engine.generate import DEFAULT_STOP, greedy_generate
     from ctxrely.prompts import get_format
 
     fmt = get_format("raw")
@@ -212,8 +212,8 @@ def generation_in_process(model: Any, tok: Any, exs: list[Any], reps: int) -> di
 
 def real_model_check(name: str, exs: list[Any], reps: int) -> dict[str, tuple[float, float]] | None:
     """The logit-mode ratio on a packaged real LM (zoo), when it is already converted locally."""
-    from ctxrely import zoo
-    from ctxrely.models import load_model
+    from ctxrely.models import zoo
+    from ctxrely.models.load import load_model
 
     if not zoo.is_zoo_name(name) or not zoo.is_converted(zoo.model_dir(name), name):
         print(f"real-model check skipped: {name} is not a converted zoo model (see `ctxrely models`)")
@@ -241,7 +241,7 @@ def main() -> None:
     torch.set_num_threads(1)
     if not args.data.exists():
         sys.exit(f"{args.data} not found: this benchmark needs the published CF_Capitals file (../shared/data)")
-    from ctxrely.lmeval_export import export_lm_eval
+    from ctxrely.integrations.lmeval.export import export_lm_eval
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     suite = load_suite(args.data)
@@ -272,7 +272,7 @@ def main() -> None:
     for d in diffs[:5]:
         print("  differs:", d)
 
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     model, tok = load_model(str(model_dir))
     lp = logits_vs_prefill(model, tok, suite.examples, args.reps)

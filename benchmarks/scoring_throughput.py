@@ -52,14 +52,14 @@ def make_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
 
 
 def load(model_name: str) -> tuple[Any, Any, str]:
-    from ctxrely.tiny import build_tokenizer, tiny_model
+    from ctxrely.models.tiny import build_tokenizer, tiny_model
 
     if model_name == "auto":
-        from ctxrely import zoo
+        from ctxrely.models import zoo
 
         try:
             path = zoo.ensure_local("smollm2-135m-instruct")
-            from ctxrely.models import load_model
+            from ctxrely.models.load import load_model
 
             m, t = load_model(str(path))
             return m, t, "smollm2-135m-instruct (134M, vocab 49152)"
@@ -74,7 +74,7 @@ def load(model_name: str) -> tuple[Any, Any, str]:
 def bare_forward(model: Any, seqs: list[list[int]], batch_size: int, pad: int, keep: int = 0) -> None:
     import torch
 
-    from ctxrely.evaluate.batching import left_pad, length_sorted_batches
+    from ctxrely.engine.batching import left_pad, length_sorted_batches
 
     with torch.inference_mode():
         for idx in length_sorted_batches(seqs, batch_size):
@@ -98,7 +98,7 @@ def main() -> None:
     from ctxrely.diagnose.attention_score import encode_example
     from ctxrely.diagnose.criticality import score_criticality
     from ctxrely.diagnose.sft_rows import parse_row
-    from ctxrely.evaluate.batching import pad_id_of
+    from ctxrely.engine.batching import pad_id_of
 
     model, tok, desc = load(args.model)
     exs = [parse_row(r, fmt="alpaca", index=i) for i, r in enumerate(make_rows(args.n))]

@@ -39,7 +39,7 @@ def tiny_tokenizer():
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    from ctxrely.tiny import build_tokenizer
+    from ctxrely.models.tiny import build_tokenizer
 
     return build_tokenizer()
 
@@ -47,7 +47,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """``tiny_model_dir(arch)`` -> folder of a saved tiny model of that architecture (built once)."""
-    from ctxrely.tiny import save_tiny
+    from ctxrely.models.tiny import save_tiny
 
     cache: dict[str, Path] = {}
 
@@ -62,6 +62,6 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_model_dir):
     """A loaded tiny Llama ``(model, tokenizer)`` (shared: do not train it in place)."""
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     return load_model(str(tiny_model_dir("llama")))

@@ -127,7 +127,7 @@ def _ref_attention(model, ids, roles, layer):
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "qwen2", "phi3"])
 def test_scores_match_references_per_arch(tiny_tokenizer, arch):
-    from ctxrely.tiny import tiny_model
+    from ctxrely.models.tiny import tiny_model
 
     model, tok = tiny_model(arch, tiny_tokenizer)
     impl = model.config._attn_implementation

@@ -45,7 +45,7 @@ def test_eval_writes_summary_and_rows(tiny_model_dir, tmp_path, arch):
 
 
 def test_cli_numbers_equal_the_python_api(tiny_model_dir, tiny_llama, tmp_path):
-    from ctxrely.evaluate.api import evaluate
+    from ctxrely.engine.api import evaluate
 
     out = tmp_path / "run"
     assert run_eval(tiny_model_dir("llama"), out, "--suites", "cf_world_facts", "--mode", "both",
@@ -69,7 +69,7 @@ def test_eval_on_published_data_and_chat_format(tiny_model_dir, tmp_path, shared
 
 
 def test_long_prompts_are_shortened_with_a_warning(tiny_tokenizer, tmp_path, caplog):
-    from ctxrely.tiny import save_tiny
+    from ctxrely.models.tiny import save_tiny
 
     model_dir = save_tiny(tmp_path / "short-window", "llama", tokenizer=tiny_tokenizer, max_position_embeddings=96)
     long = dict(GOOD, context="Paris was the capital for a very long time. " * 60)

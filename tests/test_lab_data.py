@@ -8,6 +8,7 @@ import pytest
 
 from ctxrely.data.facts import closed_book_statement, load_facts, question_for, relations
 from ctxrely.errors import ConfigError
+from ctxrely.lab.closed_book import answers_with, fact_key, subject_phrases
 from ctxrely.lab.heldout import PASSAGES, conflict_items, counterfactual
 from ctxrely.lab.mixture import (
     build_mixture,
@@ -17,7 +18,6 @@ from ctxrely.lab.mixture import (
     split_by_subject,
 )
 from ctxrely.lab.presets import PRESETS, RUNS, LabPreset, get_preset, preset_from_dict
-from ctxrely.lab.probe import answers_with, fact_key, subject_phrases
 from ctxrely.metrics.matching import normalize_answer
 from ctxrely.prompts import get_format
 
@@ -140,8 +140,8 @@ def test_preset_fields_have_help_and_errors_are_clear():
 
 def test_probe_on_a_tiny_model(tiny_llama):
     from ctxrely.data.suites import load_suite
+    from ctxrely.lab.closed_book import lab_format, probe_examples, probe_facts
     from ctxrely.lab.heldout import known_suite_items
-    from ctxrely.lab.probe import lab_format, probe_examples, probe_facts
 
     model, tok = tiny_llama
     facts = load_facts("capital")[:5]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctxrely import lmeval_helper
 from ctxrely.data.schema import ConflictExample
-from ctxrely.lmeval_export import export_lm_eval, export_rows, task_name
+from ctxrely.integrations.lmeval import helper as lmeval_helper
+from ctxrely.integrations.lmeval.export import export_lm_eval, export_rows, task_name
 from ctxrely.metrics import matching
 from ctxrely.metrics.conflict import gen_flags, logit_flags
 from ctxrely.prompts import get_format
@@ -115,7 +115,7 @@ def test_export_writes_tasks_groups_and_metadata(tmp_path):
 
 
 def test_default_stop_strings_are_ctxrelys(tmp_path):
-    from ctxrely.evaluate.generate import DEFAULT_STOP
+    from ctxrely.engine.generate import DEFAULT_STOP
 
     export_lm_eval(tmp_path, examples=make_examples(2))
     assert read_yaml(tmp_path / "demo" / "gen.yaml")["generation_kwargs"]["until"] == list(DEFAULT_STOP)
@@ -160,7 +160,7 @@ def quiet_llama(tiny_model_dir):
     """
     import torch
 
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     model, tok = load_model(str(tiny_model_dir("llama")))
     quiet = [tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens if t != tok.eos_token]
@@ -174,7 +174,7 @@ def test_lm_eval_reproduces_ctxrely_numbers(tmp_path, quiet_llama):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from ctxrely.evaluate.api import evaluate
+    from ctxrely.engine.api import evaluate
 
     model, tok = quiet_llama
     exs = make_examples(24, no_param_every=6)

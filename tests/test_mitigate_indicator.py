@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])  # untied / tied output embeddings
 def test_add_indicator_token_mean_init(tiny_tokenizer, arch):
-    from ctxrely.tiny import tiny_model
+    from ctxrely.models.tiny import tiny_model
 
     tok = copy.deepcopy(tiny_tokenizer)
     model, _ = tiny_model(arch, tok)
@@ -67,7 +67,7 @@ def test_training_suffix_matches_eval_suffix(tiny_tokenizer):
     """The marked Alpaca row renders like `evaluate(..., fmt="alpaca", indicator="[IND]")` renders a question."""
     from ctxrely.data.schema import ConflictExample
     from ctxrely.diagnose.attention_score import render
-    from ctxrely.evaluate.prompting import render as eval_render
+    from ctxrely.engine.prompting import render as eval_render
     from ctxrely.prompts import get_format
 
     row = apply_indicator([make_rows("alpaca")[0]], [1.0])[0]

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ctxrely.mitigate.qk_only import freeze_all_but_qk, qk_lora, qk_lora_targets, qk_modules  # noqa: E402
-from ctxrely.tiny import tiny_model  # noqa: E402
+from ctxrely.models.tiny import tiny_model  # noqa: E402
 
 ARCHS = ["llama", "qwen2", "gpt_neox", "gpt2", "phi3"]
 FUSED = {"gpt_neox", "gpt2", "phi3"}

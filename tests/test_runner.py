@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from ctxrely.data.schema import ConflictExample
-from ctxrely.evaluate import api
-from ctxrely.evaluate.generate import greedy_generate, truncate_at_stop
-from ctxrely.evaluate.logits import encode_pair, score_continuations
-from ctxrely.evaluate.prompting import build_prompts
+from ctxrely.engine import api
+from ctxrely.engine.generate import greedy_generate, truncate_at_stop
+from ctxrely.engine.logits import encode_pair, score_continuations
+from ctxrely.engine.prompting import build_prompts
 from ctxrely.prompts import get_format
 
 PROMPTS = ["The capital of France is", "Question: What is the capital city of Germany?\nAnswer:",
@@ -36,7 +36,7 @@ def examples(n: int = 8, suite: str = "demo") -> list[ConflictExample]:
 
 @pytest.fixture(scope="module")
 def models(tiny_model_dir):
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     cache: dict[str, tuple] = {}
 
@@ -137,7 +137,7 @@ def test_long_context_is_shortened_never_the_question_with_a_warning(models, cap
 def test_padless_tokenizer_gives_the_same_results(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     src = tiny_model_dir("llama")
     tok = AutoTokenizer.from_pretrained(src)
@@ -221,7 +221,7 @@ def test_changed_config_discards_a_stale_partial_file(models, tmp_path):
 
 
 def test_batched_encode_pairs_equal_encode_pair(tiny_tokenizer):
-    from ctxrely.evaluate.logits import encode_pairs
+    from ctxrely.engine.logits import encode_pairs
 
     prompts = ["Answer:", "Answer: ", "Q\n", "x  \n ", "Question: who?\nAnswer:"]
     conts = [[" Paris", " Kabul"], ["Paris"], ["A b", "C"], ["y"], [" Herat (new)", " Kabul", " z"]]
@@ -234,7 +234,7 @@ def test_batched_encode_pairs_equal_encode_pair(tiny_tokenizer):
 
 
 def test_tail_buckets_bound_padding():
-    from ctxrely.evaluate.logits import tail_buckets
+    from ctxrely.engine.logits import tail_buckets
 
     lengths = [1, 40, 2, 3, 30, 12, 7, 5, 1]
     buckets = tail_buckets(lengths)
@@ -245,7 +245,7 @@ def test_tail_buckets_bound_padding():
 
 
 def test_long_stop_string_spanning_many_tokens_is_seen(tiny_tokenizer):
-    from ctxrely.evaluate.generate import _hit_stop, _stop_window
+    from ctxrely.engine.generate import _hit_stop, _stop_window
 
     tokens = tiny_tokenizer("The capital of France is Paris. The capital of Afghanistan is Kabul.")["input_ids"]
     stop = " of France is Paris. The capital of Afghanistan is Kabul."

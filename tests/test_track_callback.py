@@ -30,7 +30,7 @@ def toy_rows() -> list[dict[str, str]]:
 @pytest.fixture
 def fresh_llama(tiny_model_dir):
     """A tiny Llama of its own (safe to train)."""
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     torch.set_num_threads(1)
     return load_model(str(tiny_model_dir("llama")))
@@ -51,7 +51,7 @@ def make_trainer(model, tok, out, *, steps=30, callbacks=(), grad_accum=1, batch
 def test_sft_run_writes_rows_every_n_steps_and_logs_them(fresh_llama, tmp_path):
     from transformers import TrainerCallback
 
-    from ctxrely.evaluate.api import evaluate
+    from ctxrely.engine.api import evaluate
     from ctxrely.track.callback import ContextRelianceCallback
 
     model, tok = fresh_llama

@@ -23,7 +23,7 @@ WORKER = textwrap.dedent('''
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
     from ctxrely.data.schema import ConflictExample
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.track.callback import ContextRelianceCallback
     from ctxrely.track.distributed import shard, world_info
 
@@ -60,7 +60,7 @@ def _toy_data():
 @pytest.mark.slow
 def test_two_process_split_gather_equals_single_process(tmp_path, tiny_model_dir):
     from ctxrely.data.schema import ConflictExample
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.track.probe import build_probe, run_probe
 
     data = _toy_data()

@@ -11,7 +11,7 @@ pytest.importorskip("trl")
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_indicator_token_is_added_and_trained(tmp_path, tiny_model_dir, finetune):
     from ctxrely.data.schema import ConflictExample
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.train.config import load_config
     from ctxrely.train.sft import run_train
 

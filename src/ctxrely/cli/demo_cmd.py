@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxrely.demo import DemoConfig, run_demo
+    from ctxrely.lab.demo import DemoConfig, run_demo
 
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
     report = run_demo(DemoConfig(quick=args.quick, out=out, device=args.device, progress=not args.no_progress))

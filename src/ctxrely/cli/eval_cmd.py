@@ -51,8 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxrely.data.loaders import parse_mapping
-    from ctxrely.evaluate.api import evaluate, resolve_suites
-    from ctxrely.models import load_model
+    from ctxrely.engine.api import evaluate, resolve_suites
+    from ctxrely.models.load import load_model
     from ctxrely.prompts import get_format
     from ctxrely.registry import load_builtins
 

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctxrely.errors import ConfigError
-    from ctxrely.lmeval_export import export_lm_eval
+    from ctxrely.integrations.lmeval.export import export_lm_eval
     from ctxrely.prompts import get_format
     from ctxrely.registry import load_builtins
 
@@ -74,9 +74,9 @@ def _load_tokenizer(name: str, trust_remote_code: bool) -> tuple[Any, int | None
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from ctxrely import zoo
     from ctxrely.errors import ModelLoadError
-    from ctxrely.models import model_max_length, resolve_model_source
+    from ctxrely.models import zoo
+    from ctxrely.models.load import model_max_length, resolve_model_source
 
     kind, loc = resolve_model_source(name)
     if kind == "zoo":

@@ -35,7 +35,7 @@ def _list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ctxrely import zoo
+    from ctxrely.models import zoo
 
     rows = [(m, zoo.status(m.name, args.cache_dir)) for m in zoo.list_models()]
     if getattr(args, "json", False):
@@ -58,8 +58,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxrely import zoo
     from ctxrely.errors import ModelLoadError
+    from ctxrely.models import zoo
 
     action = args.action or "list"
     if action == "list":

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ctxrely.diagnose.sft_rows import load_sft
     from ctxrely.diagnose.shards import ScoreConfig, check_meta, join_shards, run_shards
     from ctxrely.diagnose.summary import summarize
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
 
     data = load_sft(args.data, fmt=args.fmt, context_field=args.context_field,
                     context_template=args.context_template, limit=args.limit, skip_bad=args.skip_bad)

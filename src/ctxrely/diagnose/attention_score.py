@@ -28,7 +28,7 @@ from typing import Any
 
 from ctxrely.data.schema import DataError
 from ctxrely.diagnose.sft_rows import SFTExample, as_examples
-from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 from ctxrely.registry import SCORERS
 
 ALPACA_WITH = ("Below is an instruction that describes a task, paired with an input that provides further context. "

@@ -24,7 +24,7 @@ from typing import Any
 
 from ctxrely.diagnose.attention_score import Encoded, encode_example
 from ctxrely.diagnose.sft_rows import SFTExample, as_examples
-from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 from ctxrely.registry import SCORERS
 
 CLASSES = ("C", "C+S", "S")
@@ -128,7 +128,7 @@ def score_criticality(model: Any, tokenizer: Any, examples: Sequence[SFTExample 
         One dict per example: id, line, has_context, n_response_tokens, nll_with, nll_without,
         ppl_with, ppl_without, gain, cls (and ``skipped`` with a reason where it could not be scored).
     """
-    from ctxrely.models import model_max_length
+    from ctxrely.models.load import model_max_length
 
     limit = max_length or model_max_length(model, tokenizer)
     examples = as_examples(examples)

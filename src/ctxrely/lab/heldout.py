@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ctxrely.data.schema import ConflictExample
-from ctxrely.lab.probe import fact_key
+from ctxrely.lab.closed_book import fact_key
 from ctxrely.metrics.matching import normalize_answer
 
 Style = Literal["passage", "sentence"]
@@ -111,7 +111,7 @@ def known_suite_items(model: Any, tokenizer: Any, names: Sequence[str], *, limit
         ``{suite name: items}``; a suite with no known item is left out.
     """
     from ctxrely.data.suites import load_suite
-    from ctxrely.lab.probe import probe_examples
+    from ctxrely.lab.closed_book import probe_examples
 
     drop = {normalize_answer(a) for a in exclude_answers}
     out: dict[str, list[ConflictExample]] = {}

@@ -30,8 +30,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ctxrely.evaluate.prompting import continuation
-from ctxrely.lab.probe import fact_key
+from ctxrely.engine.prompting import continuation
+from ctxrely.lab.closed_book import fact_key
 from ctxrely.prompts import PromptFormat
 
 CLASSES = ("C", "C+S", "S")
@@ -166,7 +166,7 @@ def build_mixture(known: Sequence[Any], fmt: PromptFormat, tokenizer: Any, *, n_
     Args:
         known: real facts the model answers closed-book (C+S and S points; reused evenly when
             there are fewer than points).
-        fmt: prompt format (see :func:`ctxrely.lab.probe.lab_format`); ``tokenizer`` renders chat formats.
+        fmt: prompt format (see :func:`ctxrely.lab.closed_book.lab_format`); ``tokenizer`` renders chat formats.
         fractions: shares of C, C+S and S points; they must sum to 1.
         fictional: facts for C points; default ``fictional_facts`` over the relations of ``known``.
         distractors: facts whose sentences pad contexts; default ``known``.

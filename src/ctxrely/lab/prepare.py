@@ -27,6 +27,7 @@ from typing import Any
 
 from ctxrely.data.schema import ConflictExample
 from ctxrely.errors import ConfigError
+from ctxrely.lab.closed_book import PROBE_VERSION, fact_key, lab_format, probe_facts
 from ctxrely.lab.heldout import HELDOUT_VERSION, SUITE, conflict_items, known_suite_items
 from ctxrely.lab.mixture import (
     MIXTURE_VERSION,
@@ -37,7 +38,6 @@ from ctxrely.lab.mixture import (
     split_by_subject,
 )
 from ctxrely.lab.presets import LabPreset
-from ctxrely.lab.probe import PROBE_VERSION, fact_key, lab_format, probe_facts
 from ctxrely.provenance import config_hash
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@
 * ``long``: the base Gemma 3 270M (the paper starts from base models), LoRA r32 on attention and
   MLP, several hundred steps with a decaying learning rate, 3 seeds, several hundred conflict items
   and all mitigations: hours on 2 CPU cores, minutes on a GPU (``--device cuda``).
-* ``quick``: a tiny random model from :mod:`ctxrely.tiny`, for tests and ``ctxrely demo --quick``.
+* ``quick``: a tiny random model from :mod:`ctxrely.models.tiny`, for tests and ``ctxrely demo --quick``.
 
 Example:
     >>> p = get_preset("short", max_steps=20)

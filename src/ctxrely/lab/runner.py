@@ -69,7 +69,7 @@ def resolve_model(preset: LabPreset, out: Path) -> str:
         return preset.model
     path = out / "tiny-model"
     if not (path / "config.json").exists():
-        from ctxrely.tiny import save_tiny
+        from ctxrely.models.tiny import save_tiny
 
         save_tiny(path, arch="llama", seed=0)
     return str(path)
@@ -106,7 +106,7 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
     from ctxrely.lab.compare import compare_runs, write_comparison
     from ctxrely.lab.prepare import prepare_data
     from ctxrely.lab.variants import VariantUnavailable, make_variant
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.train.sft import run_train
 
     say = say or log.info

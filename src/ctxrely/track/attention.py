@@ -7,7 +7,7 @@ al. 2024, which falls as context reliance inverts. Attention weights need the ea
 model is switched to it for the call and switched back in a ``finally``.
 
 Example:
-    >>> from ctxrely.tiny import tiny_model
+    >>> from ctxrely.models.tiny import tiny_model
     >>> model, tok = tiny_model("llama")  # doctest: +SKIP
     >>> context_attention(model, tok, examples[:4], fmt="raw")  # doctest: +SKIP
     [0.61, 0.58, 0.66, 0.60]
@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ctxrely.data.schema import ConflictExample
-from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
-from ctxrely.evaluate.prompting import render
+from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.prompting import render
 from ctxrely.prompts import PromptFormat, get_format
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def context_attention(
     """
     import torch
 
-    from ctxrely.models import model_max_length
+    from ctxrely.models.load import model_max_length
 
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     max_len = max_len or model_max_length(_base_model(model), tokenizer) or 10**9

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctxrely.data.schema import ConflictExample, DataError
-from ctxrely.evaluate.api import MODES
+from ctxrely.engine.api import MODES
 from ctxrely.metrics.conflict import aggregate, flat_metrics
 from ctxrely.prompts import PromptFormat, get_format
 from ctxrely.track.distributed import gather_in_order, shard
@@ -164,8 +164,8 @@ class _RankError:
 def score_id_rows(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]], batch_size: int = 16
                   ) -> list[tuple[bool, float]]:
     """``(greedy_match, mean token log-prob)`` of each row's completion after its prompt."""
-    from ctxrely.evaluate.logits import encode_pair, score_continuations
-    from ctxrely.models import model_max_length
+    from ctxrely.engine.logits import encode_pair, score_continuations
+    from ctxrely.models.load import model_max_length
 
     max_len = model_max_length(model, tokenizer)
     bos = getattr(tokenizer, "bos_token", None)
@@ -185,7 +185,7 @@ def score_id_rows(model: Any, tokenizer: Any, rows: Sequence[dict[str, str]], ba
 
 def run_probe(model: Any, tokenizer: Any, probe: Probe) -> ProbeResult:
     """One evaluation pass (sharded across ranks when a process group is up); see the module docstring."""
-    from ctxrely.evaluate.api import score_examples
+    from ctxrely.engine.api import score_examples
     from ctxrely.track.attention import context_attention
 
     rows = _gathered(lambda exs: score_examples(

@@ -70,7 +70,7 @@ def to_sft_rows(rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]], fmt
     Raises:
         DataError: a row lacks a field or has the wrong type (names path, line and field).
     """
-    from ctxrely.evaluate.prompting import continuation
+    from ctxrely.engine.prompting import continuation
     from ctxrely.prompts import get_format
 
     pairs = [r if isinstance(r, tuple) else (i + 1, r) for i, r in enumerate(rows)]

@@ -142,7 +142,7 @@ def run_train(
     set_seed(cfg.seed)
     device = _device(cfg)
     if model is None or tokenizer is None:
-        from ctxrely.models import load_model
+        from ctxrely.models.load import load_model
 
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=device,
                                       trust_remote_code=cfg.trust_remote_code)

@@ -4,7 +4,7 @@ They load through the same code path as a user's model once saved (:func:`save_t
 
 Example:
     >>> path = save_tiny("/tmp/tiny-llama", arch="llama")  # doctest: +SKIP
-    >>> from ctxrely.models import load_model
+    >>> from ctxrely.models.load import load_model
     >>> model, tok = load_model(str(path))  # doctest: +SKIP
 """
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 
 
 @dataclass(frozen=True)

@@ -138,12 +138,12 @@ def eval_html(result: Any, model: str, fmt: str, n_examples: int = 6) -> str:
 
 def run_demo(cfg: DemoConfig) -> Path:
     """Run the three parts and build the one report; returns the report's path."""
-    from ctxrely.evaluate.api import evaluate
-    from ctxrely.evaluate.result import EvalResult
+    from ctxrely.engine.api import evaluate
+    from ctxrely.engine.result import EvalResult
+    from ctxrely.lab.closed_book import lab_format
     from ctxrely.lab.presets import get_preset
-    from ctxrely.lab.probe import lab_format
     from ctxrely.lab.runner import build_lab_report, resolve_model, run_lab
-    from ctxrely.models import load_model
+    from ctxrely.models.load import load_model
     from ctxrely.registry import load_builtins
 
     load_builtins()

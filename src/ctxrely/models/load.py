@@ -32,7 +32,7 @@ def _looks_like_path(name: str) -> bool:
 
 def resolve_model_source(name_or_path: str) -> tuple[str, str]:
     """Return ``(kind, location)`` with kind in {"zoo", "local", "hub"}; raise if a path is missing."""
-    from ctxrely import zoo
+    from ctxrely.models import zoo
 
     if zoo.is_zoo_name(name_or_path):
         return "zoo", name_or_path
@@ -84,7 +84,7 @@ def load_model(
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     kind, loc = resolve_model_source(name_or_path)
     if kind == "zoo":
-        from ctxrely import zoo
+        from ctxrely.models import zoo
 
         loc = str(zoo.ensure_local(loc))
     if dtype == "auto":

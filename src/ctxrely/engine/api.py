@@ -3,7 +3,7 @@
 The CLI (``ctxrely eval``), the training callback, the lab and the lm-eval export all call this.
 
 Example:
-    >>> from ctxrely.tiny import tiny_model
+    >>> from ctxrely.models.tiny import tiny_model
     >>> model, tok = tiny_model("llama")  # doctest: +SKIP
     >>> res = evaluate(model, tok, suites=["cf_capitals"], mode="both", limit=16)  # doctest: +SKIP
     >>> sorted(res.metrics)[:2]  # doctest: +SKIP
@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxrely.data.schema import ConflictExample, Suite
-from ctxrely.evaluate.generate import DEFAULT_STOP, greedy_generate
-from ctxrely.evaluate.logits import encode_pairs, score_continuations
-from ctxrely.evaluate.prompting import build_prompts, continuation, encode
-from ctxrely.evaluate.result import EvalResult
+from ctxrely.engine.generate import DEFAULT_STOP, greedy_generate
+from ctxrely.engine.logits import encode_pairs, score_continuations
+from ctxrely.engine.prompting import build_prompts, continuation, encode
+from ctxrely.engine.result import EvalResult
 from ctxrely.metrics.conflict import aggregate, flat_metrics, gen_flags, logit_flags
 from ctxrely.metrics.matching import MatchMode
 from ctxrely.prompts import PromptFormat, get_format
@@ -72,7 +72,7 @@ def score_examples(
     desc: str = "eval",
 ) -> list[dict[str, Any]]:
     """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``."""
-    from ctxrely.models import model_max_length
+    from ctxrely.models.load import model_max_length
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")

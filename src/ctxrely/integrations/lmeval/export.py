@@ -1,7 +1,7 @@
 """Export ctxrely suites as lm-evaluation-harness tasks (``ctxrely export-lm-eval``).
 
 For every suite, ``DIR/<suite>/`` gets the rendered examples (``data.jsonl``: prompt, continuations,
-targets, aliases), a copy of :mod:`ctxrely.lmeval_helper` as ``utils.py`` (so the folder needs only
+targets, aliases), a copy of :mod:`ctxrely.integrations.lmeval.helper` as ``utils.py`` (so the folder needs only
 lm-eval), and two task YAMLs:
 
 - ``<prefix>_<suite>_gen`` (``generate_until``): greedy decoding with ctxrely's stop strings and
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.data.schema import ConflictExample, Suite
-from ctxrely.evaluate.generate import DEFAULT_STOP
+from ctxrely.engine.generate import DEFAULT_STOP
 from ctxrely.prompts import PromptFormat, get_format
 
 GEN_METRICS = ("cf_acc", "param_acc", "cf_only", "param_only", "both", "neither")
@@ -67,7 +67,7 @@ def export_rows(examples: Sequence[ConflictExample], fmt: PromptFormat, tokenize
     With a ``tokenizer`` and ``max_length`` contexts are shortened as ``ctxrely eval`` does
     (never the question); otherwise prompts are written whole.
     """
-    from ctxrely.evaluate.prompting import build_prompts, continuation, render
+    from ctxrely.engine.prompting import build_prompts, continuation, render
 
     if fmt.chat and tokenizer is None:
         from ctxrely.errors import ConfigError
@@ -121,7 +121,7 @@ def export_lm_eval(
         max_new_tokens, stop: generation settings of the ``_gen`` task (stop: ctxrely's defaults).
         prefix: task-name prefix; the top group is called ``prefix``.
     """
-    from ctxrely.evaluate.api import resolve_suites
+    from ctxrely.engine.api import resolve_suites
 
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     if suites is None and data is None and not examples:
@@ -133,7 +133,7 @@ def export_lm_eval(
     suite_list += _inline_suites(examples or (), limit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    helper = (Path(__file__).resolve().parent / "lmeval_helper.py").read_text(encoding="utf-8")
+    helper = (Path(__file__).resolve().parent / "helper.py").read_text(encoding="utf-8")
     fmt_meta = {"format": pf.name, "format_version": pf.version, "format_hash": pf.chat_hash(tokenizer)}
     stop_list = list(DEFAULT_STOP if stop is None else stop)
     written: list[ExportedTask] = []

@@ -11,10 +11,10 @@ Cache layout: ``$CTXRELY_CACHE/models/<name>/`` (``$CTXRELY_CACHE`` defaults to
 ``$XDG_CACHE_HOME/ctxrely``, then ``~/.cache/ctxrely``). A folder counts as converted only when its
 ``ctxrely_zoo.json`` marker is present and names the model; the marker is written last, into a
 temporary folder that is then renamed into place, so a crash never leaves a folder that looks valid.
-The conversion itself (transformers GGUF loading and saving) lives in ``ctxrely.zoo_convert``.
+The conversion itself (transformers GGUF loading and saving) lives in ``ctxrely.models.gguf``.
 
 Example:
-    >>> from ctxrely import zoo
+    >>> from ctxrely.models import zoo
     >>> [m.name for m in zoo.list_models()]
     ['gemma3-270m', 'smollm2-135m-instruct']
     >>> zoo.is_zoo_name("smollm2-135m-instruct")
@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctxrely.errors import ModelLoadError
+from ctxrely.models.gguf import convert, say
 from ctxrely.registry import Registry
-from ctxrely.zoo_convert import convert, say
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ctxrely.evaluate.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 
 DEFAULT_STOP = ("\n\n", "\nQuestion:", "###", "<|user|>", "<|im_end|>", "<|endoftext|>", "</s>", "<end_of_turn>")
 

@@ -2,7 +2,7 @@
 
 The lab trains and evaluates only on facts the model answers correctly without a context, so a
 counterfactual context really conflicts with what it memorised. The probe runs the question alone
-through the one evaluation core (:func:`ctxrely.evaluate.api.score_examples`) with the prompt format
+through the one evaluation core (:func:`ctxrely.engine.api.score_examples`) with the prompt format
 the lab trains with: the model's chat template when it has one (instruct models), plain
 ``Question: ...\\nAnswer:`` otherwise (base models).
 
@@ -85,7 +85,7 @@ def lab_format(tokenizer: Any) -> PromptFormat:
     """The prompt format the lab uses for a tokenizer: ``chat`` with a chat template, else ``raw``.
 
     Example:
-        >>> from ctxrely.tiny import build_tokenizer
+        >>> from ctxrely.models.tiny import build_tokenizer
         >>> lab_format(build_tokenizer(["a b c"])).name
         'chat'
     """
@@ -120,7 +120,7 @@ def closed_book_example(fact: Any, suite: str = "probe") -> ConflictExample:
 def _probe(model: Any, tokenizer: Any, examples: list[ConflictExample], echoes: list[list[str]],
            fmt: PromptFormat | None, method: ProbeMethod, max_new_tokens: int, batch_size: int, progress: bool,
            desc: str) -> list[dict[str, Any]]:
-    from ctxrely.evaluate.api import score_examples
+    from ctxrely.engine.api import score_examples
 
     if method not in PROBE_METHODS:
         raise ValueError(f"unknown probe method {method!r}; choose from {', '.join(PROBE_METHODS)}")

@@ -1,12 +1,12 @@
-"""GGUF -> safetensors conversion for the offline model zoo (used by ``ctxrely.zoo.ensure_local``).
+"""GGUF -> safetensors conversion for the offline model zoo (used by ``ctxrely.models.zoo.ensure_local``).
 
 Loads a GGUF with transformers, dequantized to float32, fixes up the tokenizer (chat template,
 pad token), drops the GGUF quantizer marker that makes ``save_pretrained`` refuse, and saves model
-and tokenizer. No marker and no cache logic here: ``ctxrely.zoo`` owns those. torch and
+and tokenizer. No marker and no cache logic here: ``ctxrely.models.zoo`` owns those. torch and
 transformers are imported inside the functions only.
 
 Example:
-    >>> from ctxrely import zoo
+    >>> from ctxrely.models import zoo
     >>> facts = convert(zoo.get("smollm2-135m-instruct"), Path("/tmp/out"), gguf_path)  # doctest: +SKIP
     >>> facts["architecture"]  # doctest: +SKIP
     'LlamaForCausalLM'
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ctxrely.errors import ModelLoadError
 
 if TYPE_CHECKING:
-    from ctxrely.zoo import ZooModel
+    from ctxrely.models.zoo import ZooModel
 
 log = logging.getLogger(__name__)
 

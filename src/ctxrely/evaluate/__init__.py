@@ -1,1 +1,0 @@
-"""ctxrely.evaluate."""

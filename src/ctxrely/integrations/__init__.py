@@ -1,0 +1,1 @@
+"""Integrations with other tools of the field (lm-evaluation-harness)."""
