@@ -28,6 +28,7 @@ COMMANDS = [
     "models_cmd",
     "theory_cmd",
     "lab_cmd",
+    "lab_table_cmd",
     "demo_cmd",
 ]
 

@@ -146,9 +146,18 @@ def markdown(table: dict[str, Any]) -> str:
 
 def html_table(table: dict[str, Any]) -> str:
     """The comparison as an HTML fragment (for ``build_report(extra_sections=...)``)."""
+    return markdown_html(markdown(table))
+
+
+def markdown_html(md: str) -> str:
+    """Paragraphs and pipe tables of a markdown text as an HTML fragment (escaped).
+
+    Example:
+        >>> markdown_html("Hi `x`")
+        '<p>Hi x</p>'
+    """
     import html
 
-    md = markdown(table)
     out, rows = [], []
 
     def flush() -> None:

@@ -1,0 +1,115 @@
+"""Render :func:`ctxrely.lab.table.build_table`'s table as markdown (docs, CLI) or HTML (the demo's report).
+
+Example:
+    >>> print(markdown({"metric": "m", "runs": [], "by_variant": {}, "ranking": [], "missing": []}))  # doctest: +ELLIPSIS
+    Metric: `m` ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLS = (("step0", "step 0", 2), ("peak", "peak", 2), ("peak_step", "step of peak", 0), ("final", "final", 2),
+        ("drop", "drop (pts)", 1), ("drop_se", "paired SE (pts)", 1), ("id_acc_final", "ID acc", 2))
+
+
+def _f(v: Any, d: int = 2) -> str:
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def _ms(agg: dict[str, Any], d: int) -> str:
+    m, sd = agg["mean"], agg["sd"]
+    return "-" if m is None else f"{m:.{d}f}" + (f" ± {sd:.{d}f}" if sd is not None else "")
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    if not r["n"]:
+        return "-"
+    return f"{'yes' if r['verdict'] else 'no'} ({r['pass']}/{r['n']})"
+
+
+def variant_rows(table: dict[str, Any]) -> list[str]:
+    """The per-variant table: mean ± sd over seeds, drop vs baseline, keep_peak, recipe."""
+    head = (["run", "seeds"] + [lab for _, lab, _ in COLS]
+            + ["drop vs baseline (pts, paired by seed)", "removed", "keep_peak: cf", "keep_peak: ID acc",
+               "recipe met", "keep_peak meets ID bar"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v, a in table["by_variant"].items():
+        seeds = ",".join(str(s) for s in a["seeds"])
+        if a.get("recorded_seeds"):
+            seeds += " (" + ",".join(str(s) for s in a["recorded_seeds"]) + " recorded)"
+        vs = a.get("vs_baseline")
+        vs_cell = "-" if not vs else (f"{vs['diff']:.1f}" + (f" ± {vs['se']:.1f}" if vs["se"] is not None else "")
+                                      + f" (n={vs['n']})")
+        removed = "-" if not vs or vs["removed"] is None else f"{100 * vs['removed']:.0f}%"
+        cells = [v, seeds] + [_ms(a[f], d) for f, _, d in COLS] + [
+            vs_cell, removed, _ms(a["peak"], 2), _ms(a["id_acc_peak"], 2), _verdict(a["recipe"]),
+            _verdict(a["keep_peak_recipe"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def run_rows(table: dict[str, Any]) -> list[str]:
+    """One line per (run, seed)."""
+    head = ["run", "seed", "step 0", "peak", "step of peak", "final", "drop (pts)", "paired SE", "z",
+            "ID acc at peak", "ID acc final", "source"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table["runs"]:
+        src = "recorded (" + str(r.get("commit") or "?") + ")" if r["recorded"] else "measured"
+        lines.append(f"| {r['variant']} | {r['seed']} | {_f(r['step0'])} | {_f(r['peak'])} | "
+                     f"{_f(r['peak_step'], 0)} | {_f(r['final'])} | {_f(r['drop'], 1)} | {_f(r['drop_se'], 1)} | "
+                     f"{_f(r['z'], 1)} | {_f(r['id_acc_peak'])} | {_f(r['id_acc_final'])} | {src} |")
+    return lines
+
+
+def classes_rows(rec: dict[str, Any]) -> list[str]:
+    """``score-data``'s classes and the filters' dropped rows vs the lab's true labels."""
+    lines = [f"`score-data`'s classes (C+S when the base model's NLL without context <= {rec['cs_threshold']} "
+             f"nats/token) against the lab's true labels, {rec['n']} training rows:", "",
+             "| class | predicted | true | correct | precision | recall |", "|---|---|---|---|---|---|"]
+    for c, r in rec["classes"].items():
+        lines.append(f"| {c} | {r['n_pred']} | {r['n_true']} | {r['tp']} | {_f(r['precision'])} | "
+                     f"{_f(r['recall'])} |")
+    lines += ["", "Rows each filter drops (precision: share of them that are true C+S; recall: share of the true "
+              "C+S rows dropped):", "", "| run | rule | dropped | C | C+S | S | precision | recall |",
+              "|---|---|---|---|---|---|---|---|"]
+    rules = {"filter": f"lowest {rec['drop']:.0%} NLL without context (of rows with context)",
+             "filter_class": "class C+S"}
+    for name, r in rec["filters"].items():
+        by = r["dropped_by_class"]
+        lines.append(f"| {name} | {rules.get(name, name)} | {r['n_pred']} | {by['C']} | {by['C+S']} | {by['S']} | "
+                     f"{_f(r['precision'])} | {_f(r['recall'])} |")
+    return lines
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The whole table: per variant, ranking, recipe verdict, per run, classes vs labels, missing runs."""
+    lines = [f"Metric: `{table['metric']}` (drop and SE in points). Mean ± sample sd over seeds.", ""]
+    lines += variant_rows(table)
+    if table["ranking"]:
+        lines += ["", "Mitigations ranked by the share of the baseline's drop they remove (paired by seed):", ""]
+        lines += [f"{i + 1}. {r['variant']}: removes {100 * r['removed']:.0f}% (drop {r['diff']:.1f}"
+                  + (f" ± {r['se']:.1f}" if r["se"] is not None else "") + f" pts smaller, n={r['n']})"
+                  for i, r in enumerate(table["ranking"])]
+    if table.get("recipe_id_bar") is not None:
+        met = [v for v, a in table["by_variant"].items() if a["recipe"]["verdict"]]
+        lines += ["", f"Recipe goal: final cf reliance >= the run's own peak and final ID accuracy >= "
+                  f"{table['recipe_id_bar']:.3f} (98% of the baseline's {table['baseline_id_acc']:.3f}), in every "
+                  f"seed: met by {', '.join(met) if met else 'no run'}."]
+    lines += ["", *run_rows(table)]
+    if table.get("classes"):
+        lines += ["", *classes_rows(table["classes"])]
+    if table["missing"]:
+        lines += ["", "Missing runs:", ""] + [f"- {m['variant']} seed {m['seed']}: {m['why']}"
+                                              for m in table["missing"]]
+    return "\n".join(lines) + "\n"
+
+
+def html(table: dict[str, Any], caption: str = "") -> str:
+    """The table as an HTML fragment, with an optional caption paragraph (escaped)."""
+    import html as _html
+
+    from ctxrely.lab.compare import markdown_html
+
+    head = f"<p><strong>{_html.escape(caption)}</strong></p>" if caption else ""
+    return head + markdown_html(markdown(table))
