@@ -26,7 +26,8 @@ from typing import Any
 
 from ctxrely.errors import ConfigError
 
-RUNS = ("baseline", "filter", "no_ccs", "qk_only", "augment", "indicator")
+RUNS = ("baseline", "filter", "no_ccs", "qk_only", "augment", "indicator", "filter_class", "filter_augment",
+        "filter_qk")
 RUN_HELP = {
     "baseline": "the mixture as built",
     "filter": "drop the 25% of context points with the lowest response NLL without context (the most "
@@ -35,6 +36,9 @@ RUN_HELP = {
     "qk_only": "train only the query/key projections",
     "augment": "add counterfactual copies of C+S points (context edited, answer follows the context)",
     "indicator": "append an indicator token to the question of every context point",
+    "filter_class": "drop every point `score-data` classes C+S (base model's NLL without context <= 1 nat/token)",
+    "filter_augment": "filter, then augment the rows kept",
+    "filter_qk": "filter, and train only the query/key projections",
 }
 
 
@@ -136,7 +140,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_suites=["cf_capitals", "cf_world_facts"], eval_suite_limit=200, n_train=2000, n_id=64,
         finetune="lora", lora_rank=32, lora_alpha=64, lr=1e-4, lr_scheduler="cosine", warmup_steps=10,
         max_steps=400, batch_size=8, eval_every=20, seeds=[0, 1, 2],
-        runs=["baseline", "filter", "no_ccs", "qk_only", "augment", "indicator"],
+        runs=["baseline", "filter", "no_ccs", "qk_only", "augment", "indicator", "filter_class",
+              "filter_augment", "filter_qk"],
     ),
     "quick": dict(
         name="quick", model="tiny", relations=["capital", "author"], facts_per_relation=24, probe=False,

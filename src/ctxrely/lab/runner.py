@@ -149,8 +149,11 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
         del run_model
         gc.collect()
         wall = time.perf_counter() - t0
+        from ctxrely.provenance import provenance
+
         (run_dir / DONE).write_text(json.dumps({"variant": variant, "seed": seed, "wall_seconds": round(wall, 1),
-                                                **v.manifest}, indent=2) + "\n", encoding="utf-8")
+                                                **v.manifest, "provenance": provenance()}, indent=2) + "\n",
+                                    encoding="utf-8")
         outcome.run_dirs[(variant, seed)] = run_dir
         say(f"[{i + 1}/{len(todo)}] {variant} seed {seed} finished in {wall:.0f} s")
     outcome.comparison = compare_runs(outcome.run_dirs)

@@ -67,6 +67,9 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
                  data_dir: str | Path, *, fmt: str = "chat", seed: int = 0, progress: bool = True) -> Variant:
     """Rows and config changes of run ``run`` (one of :data:`ctxrely.lab.presets.RUNS`).
 
+    ``filter_class``, ``filter_augment`` and ``filter_qk`` are what a user without labels would try:
+    the ``score-data`` class filter, and the quantile filter combined with augmentation or QK-only.
+
     ``fmt`` is the prompt format the rows were built with (``LabData.fmt``): the indicator token goes
     after the question, found through that format's template.
 
@@ -82,28 +85,42 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
         kept = [r for r in rows if r.get("cls") != "C+S"]
         return Variant(kept, manifest={**_counts(kept), "removed": len(rows) - len(kept)})
     if run == "qk_only":
-        try:
-            import ctxrely.mitigate.qk_only  # noqa: F401
-        except ImportError as e:
-            raise VariantUnavailable("qk_only needs ctxrely.mitigate.qk_only") from e
-        return Variant(list(rows), overrides={"train_modules": "qk"}, manifest=_counts(rows))
-    if run == "filter":
-        return _filter(rows, preset, model, tokenizer, data_dir, progress)
+        return _qk_only(Variant(list(rows), manifest=_counts(rows)))
     if run == "augment":
-        try:
-            from ctxrely.mitigate.augment import augment
-        except ImportError as e:
-            raise VariantUnavailable("augment needs ctxrely.mitigate.augment") from e
-        res = augment(rows, ratio=preset.augment_ratio, seed=preset.data_seed, fmt="prompt_completion",
-                      context_field="context")
-        new = [dict(r, cls=f"{r.get('cls', '?')}-aug") for r in res.rows[len(rows):]]
-        out = list(rows) + new
-        return Variant(out, manifest={**_counts(out), "added": len(new), "eligible": res.n_eligible})
+        return _augment(list(rows), preset)
+    if run.startswith("filter"):
+        v = _filter(rows, preset, model, tokenizer, data_dir, progress, by_class=run == "filter_class")
+        if run == "filter_augment":  # augment the rows the filter kept
+            aug = _augment(v.rows, preset)
+            return Variant(aug.rows, manifest={**v.manifest, **aug.manifest})
+        return _qk_only(v) if run == "filter_qk" else v
     return _indicator(rows, preset, model, tokenizer, data_dir, progress, fmt)
 
 
+def _qk_only(v: Variant) -> Variant:
+    try:
+        import ctxrely.mitigate.qk_only  # noqa: F401
+    except ImportError as e:
+        raise VariantUnavailable("qk_only needs ctxrely.mitigate.qk_only") from e
+    return Variant(v.rows, overrides={**v.overrides, "train_modules": "qk"}, manifest=v.manifest)
+
+
+def _augment(rows: list[dict[str, Any]], preset: LabPreset) -> Variant:
+    try:
+        from ctxrely.mitigate.augment import augment
+    except ImportError as e:
+        raise VariantUnavailable("augment needs ctxrely.mitigate.augment") from e
+    res = augment(rows, ratio=preset.augment_ratio, seed=preset.data_seed, fmt="prompt_completion",
+                  context_field="context")
+    new = [dict(r, cls=f"{r.get('cls', '?')}-aug") for r in res.rows[len(rows):]]
+    out = list(rows) + new
+    return Variant(out, manifest={**_counts(out), "added": len(new), "eligible": res.n_eligible})
+
+
 def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
-            progress: bool) -> Variant:
+            progress: bool, by_class: bool = False) -> Variant:
+    """Drop the ``filter_drop`` share of context rows with the lowest NLL without context, or (``by_class``)
+    every row ``score-data`` classes C+S; the base model's scores are cached in ``criticality.json``."""
     try:
         from ctxrely.diagnose.criticality import score_criticality
         from ctxrely.mitigate.filter import filter_rows
@@ -113,11 +130,14 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
     scores = _cached(data_dir / "criticality.json", lambda: score_criticality(
         model, tokenizer, _sft_examples(rows), batch_size=preset.eval_batch_size, progress=progress,
         template=template))
-    kept, manifest = filter_rows(rows, scores, drop=preset.filter_drop)
+    if by_class:  # score-data's classes at its default threshold (what `ctxrely filter --by class` uses)
+        kept, manifest = filter_rows(rows, scores, by="class", classes=("C+S",))
+    else:
+        kept, manifest = filter_rows(rows, scores, drop=preset.filter_drop)
     dropped = [rows[d["index"]].get("cls") for d in manifest["dropped"]]
     summary = {c: dropped.count(c) for c in ("C", "C+S", "S")}
     return Variant(kept, manifest={**_counts(kept), "dropped_by_class": summary, "cutoff": manifest["cutoff"],
-                                   "n_dropped": manifest["n_dropped"]})
+                                   "n_dropped": manifest["n_dropped"], "filter_by": manifest["by"]})
 
 
 def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
