@@ -35,5 +35,7 @@ def test_demo_quick_builds_one_report_with_three_parts(tmp_path, capsys):
     assert "http://" not in page and "https://" not in page
     # quick mode says its numbers mean nothing
     assert "tiny <em>random</em> model" in page
+    # beside the live run: the table measured on the long preset, labelled as not run by the demo
+    assert "Measured on the long preset" in page and "Not run by this demo" in page
     # a second run reuses every stage
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0

@@ -168,3 +168,16 @@ def test_cli_writes_table_with_classes(experiment, tmp_path, capsys):
     assert main(["lab-table"]) == 2
     assert "give at least one experiment folder" in capsys.readouterr().err
     assert main(["lab-table", str(experiment), "--seeds", "0,x"]) == 2
+
+
+def test_demo_shows_the_shipped_measured_table_labelled():
+    from importlib import resources
+
+    from ctxrely.lab.demo import MEASURED, measured_html
+
+    shipped = json.loads(resources.files("ctxrely.lab").joinpath(MEASURED).read_text(encoding="utf-8"))
+    assert shipped["note"] and "baseline" in shipped["by_variant"]
+    page = measured_html({"runs": [{"variant": "baseline", "z": 1.5}, {"variant": "no_ccs", "z": None}]})
+    assert "Not run by this demo" in page and "baseline z = 1.5" in page and "within noise" in page
+    assert shipped["note"].split("(")[0].strip() in page and "<td>baseline</td>" in page
+    assert "partly clear of noise" in measured_html({"runs": [{"variant": "baseline", "z": 6.0}]})

@@ -179,13 +179,15 @@ def data_html(stats: dict[str, Any]) -> str:
 
 
 def build_lab_report(outcome: LabOutcome, *, title: str, extra_sections: list[tuple[str, str]] | None = None,
-                     out_dir: str | Path | None = None) -> Path:
-    """The tracking report of every run plus the comparison and data sections."""
+                     out_dir: str | Path | None = None, after_sections: list[tuple[str, str]] | None = None) -> Path:
+    """The tracking report of every run plus the comparison and data sections (``extra_sections``
+    before the comparison, ``after_sections`` right after it)."""
     from ctxrely.lab.compare import html_table
     from ctxrely.report.html import build_report
 
     sections = list(extra_sections or [])
     sections.append(("Lab comparison: baseline vs mitigations", html_table(outcome.comparison)))
+    sections += list(after_sections or [])
     sections.append(("Lab data", data_html(outcome.data_stats)))
     if outcome.skipped:
         import html
