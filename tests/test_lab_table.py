@@ -89,6 +89,7 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert "1. no_ccs: removes 100%" in md and "2. filter: removes 67% (drop 25.0 ± 25.0 pts smaller, n=2)" in md
     assert "met by no run" in md and "- filter seed 2: unfinished" in md
     assert "| filter | 0,1 | " in md and "| yes (1/2)" not in md and "| no (1/2) |" in md
+    assert "- baseline seeds 2, 3: not started" in markdown(build_table(collect([experiment]), seeds=[0, 1, 2, 3]))
     assert "<table>" in html(t, caption="Measured <long>") and "Measured &lt;long&gt;" in html(t, caption="Measured <long>")
 
 

@@ -100,8 +100,11 @@ def markdown(table: dict[str, Any]) -> str:
     if table.get("classes"):
         lines += ["", *classes_rows(table["classes"])]
     if table["missing"]:
-        lines += ["", "Missing runs:", ""] + [f"- {m['variant']} seed {m['seed']}: {m['why']}"
-                                              for m in table["missing"]]
+        groups: dict[tuple[str, str], list[int]] = {}
+        for m in table["missing"]:
+            groups.setdefault((m["variant"], m["why"]), []).append(m["seed"])
+        lines += ["", "Missing runs:", ""] + [
+            f"- {v} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}: {why}" for (v, why), s in groups.items()]
     return "\n".join(lines) + "\n"
 
 
