@@ -182,3 +182,17 @@ def test_demo_shows_the_shipped_measured_table_labelled():
     assert "Not run by this demo" in page and "baseline z = 1.5" in page and "within noise" in page
     assert shipped["note"].split("(")[0].strip() in page and "<td>baseline</td>" in page
     assert "partly clear of noise" in measured_html({"runs": [{"variant": "baseline", "z": 6.0}]})
+
+
+def test_separability_auc_and_recall_at_precision():
+    from ctxrely.lab.labels import separability
+
+    # NLL order: cs 0.1, cs 0.2, c 0.3, cs 0.4, c 0.5 (tie with cs 0.5), c 0.9
+    vals = [(0.1, "C+S"), (0.2, "C+S"), (0.3, "C"), (0.4, "C+S"), (0.5, "C"), (0.5, "C+S"), (0.9, "C")]
+    scores = [{"nll_without": v} for v, _ in vals] + [{"nll_without": 0.0}]
+    labels = [t for _, t in vals] + ["S"]  # S rows never count
+    r = separability(scores, labels, precision=0.95)
+    # pairs (cs < c): 0.1 and 0.2 beat all 3 C (6), 0.4 beats 2 (2), 0.5 ties one (0.5) and beats one (1)
+    assert r["auc"] == pytest.approx(9.5 / 12) and (r["n_cs"], r["n_c"]) == (4, 3)
+    assert r["threshold"] == 0.2 and r["recall"] == pytest.approx(0.5)
+    assert separability(scores, labels, precision=0.7)["recall"] == pytest.approx(0.75)  # 3/4 at 0.4

@@ -65,7 +65,39 @@ def class_recovery(scores: Sequence[dict[str, Any]], labels: Sequence[str], *, d
                          "cutoff": manifest["cutoff"],
                          "dropped_by_class": {c: sum(1 for i in dropped if labels[i] == c) for c in CLASSES}}
     return {"n": len(scores), "cs_threshold": cs_threshold, "drop": drop, "classes": classes,
-            "confusion": confusion, "filters": filters}
+            "confusion": confusion, "filters": filters, "separability": separability(scores, labels)}
+
+
+def separability(scores: Sequence[dict[str, Any]], labels: Sequence[str], *, precision: float = 0.95
+                 ) -> dict[str, Any]:
+    """How well NLL without context separates true C+S from true C rows, whatever the cut-off.
+
+    Returns:
+        ``{"auc", "n_cs", "n_c", "precision", "threshold", "recall"}``: AUC = P(a C+S row's NLL < a C
+        row's), ties count half; the highest recall of C+S at ``precision`` or better when dropping
+        every context row with NLL <= ``threshold`` (None if no cut-off reaches it).
+    """
+    pts = sorted((float(s["nll_without"]), t == "C+S") for s, t in zip(scores, labels, strict=True)
+                 if t in ("C", "C+S") and s.get("nll_without") is not None)
+    n_cs = sum(1 for _, cs in pts if cs)
+    n_c = len(pts) - n_cs
+    auc, seen_c, i = 0.0, 0, 0
+    best: tuple[float, float] | None = None
+    tp = fp = 0
+    while i < len(pts):  # walk tied values together
+        j = i
+        while j < len(pts) and pts[j][0] == pts[i][0]:
+            j += 1
+        cs_here = sum(1 for _, cs in pts[i:j] if cs)
+        c_here = (j - i) - cs_here
+        auc += cs_here * (n_c - seen_c - c_here / 2)
+        seen_c += c_here
+        tp, fp = tp + cs_here, fp + c_here
+        if tp / (tp + fp) >= precision and n_cs:
+            best = (pts[j - 1][0], tp / n_cs)
+        i = j
+    return {"auc": auc / (n_cs * n_c) if n_cs and n_c else None, "n_cs": n_cs, "n_c": n_c, "precision": precision,
+            "threshold": best[0] if best else None, "recall": best[1] if best else None}
 
 
 def experiment_recovery(folder: str | Path) -> dict[str, Any] | None:

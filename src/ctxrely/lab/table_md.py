@@ -79,6 +79,12 @@ def classes_rows(rec: dict[str, Any]) -> list[str]:
         by = r["dropped_by_class"]
         lines.append(f"| {name} | {rules.get(name, name)} | {r['n_pred']} | {by['C']} | {by['C+S']} | {by['S']} | "
                      f"{_f(r['precision'])} | {_f(r['recall'])} |")
+    sep = rec.get("separability") or {}
+    if sep.get("auc") is not None:
+        lines += ["", f"Whatever the cut-off, NLL without context separates true C+S from true C rows with AUC "
+                  f"{sep['auc']:.3f}; the largest share of C+S rows a cut-off drops at precision >= "
+                  f"{sep['precision']:.2f} is " + (f"{sep['recall']:.2f} (NLL <= {sep['threshold']:.2f} nats/token)."
+                                                    if sep["recall"] is not None else "none.")]
     return lines
 
 
