@@ -85,6 +85,7 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert set(missing) == {("baseline", 2), ("filter", 2), ("no_ccs", 2)}
     assert missing[("filter", 2)].startswith("unfinished: last evaluation at step 2 of 4")
     assert missing[("baseline", 2)] == "not started"
+    assert t["partial"] == {"filter-s2": [[0, 0.0], [2, 0.5]]} and "- filter-s2: 0: 0.00, 2: 0.50" in markdown(t)
     md = markdown(t)
     assert "1. no_ccs: removes 100%" in md and "2. filter: removes 67% (drop 25.0 ± 25.0 pts smaller, n=2)" in md
     assert "met by no run" in md and "- filter seed 2: unfinished" in md

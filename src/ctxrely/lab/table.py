@@ -45,7 +45,8 @@ def _split(name: str) -> tuple[str, int] | None:
 
 
 def scan_experiment(folder: str | Path) -> tuple[list[dict[str, Any]], dict[tuple[str, int], str], dict[str, Any]]:
-    """Finished runs, unfinished runs (with why) and the preset of one lab experiment folder."""
+    """Finished runs, unfinished runs (with why) and the preset of one lab experiment folder (its
+    ``partial`` entry: the watched metric of each unfinished run so far, ``[[step, value], ...]``)."""
     from ctxrely.lab.compare import summarize_run
     from ctxrely.track.trajectory import TrajectoryStore
 
@@ -53,13 +54,16 @@ def scan_experiment(folder: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
     if not (out / "preset.json").exists():
         raise ConfigError(f"{out}: no preset.json (not a lab experiment folder)")
     preset = json.loads((out / "preset.json").read_text(encoding="utf-8"))
-    done, pending = [], {}
+    done, pending, partial = [], {}, {}
     for d in sorted((out / "runs").glob("*-s*")) if (out / "runs").is_dir() else []:
         key = _split(d.name)
         if key is None or not d.is_dir():
             continue
         if not (d / "lab_done.json").exists():
-            steps = sorted(int(r["step"]) for r in TrajectoryStore(d).rows())
+            store = TrajectoryStore(d)
+            steps = sorted(int(r["step"]) for r in store.rows())
+            metric = store.settings().get("metric")
+            partial[key] = sorted([int(r["step"]), r[metric]] for r in store.rows() if r.get(metric) is not None)
             pending[key] = (f"unfinished: last evaluation at step {steps[-1]} of {preset.get('max_steps')}"
                             if steps else "unfinished: started, no evaluation yet") + f" ({d})"
             continue
@@ -68,7 +72,7 @@ def scan_experiment(folder: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
         done.append({"variant": key[0], "seed": key[1], **{k: s.get(k) for k in FIELDS}, "z": s.get("z"),
                      "metric": s["metric"], "source": str(d), "recorded": False,
                      "commit": (marker.get("provenance") or {}).get("git", {}).get("sha")})
-    return done, pending, {"source": str(out), "preset": preset}
+    return done, pending, {"source": str(out), "preset": preset, "partial": partial}
 
 
 def load_recorded(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -108,6 +112,7 @@ def collect(folders: Sequence[str | Path], recorded: Sequence[str | Path] = ()) 
         runs.update({(r["variant"], r["seed"]): r for r in rs})
         pending.update(pend)
     pending = {k: v for k, v in pending.items() if k not in runs}
+    partial = {f"{k[0]}-s{k[1]}": v for s in sources for k, v in s.pop("partial", {}).items() if k in pending}
     ref = next((s for s in sources if s["preset"]), None)
     for s in sources:
         diff = sorted(k for k in set(ref["preset"]) | set(s["preset"]) if k not in FREE and s["preset"]
@@ -118,7 +123,7 @@ def collect(folders: Sequence[str | Path], recorded: Sequence[str | Path] = ()) 
     metrics = {r["metric"] for r in runs.values() if r.get("metric")}
     if len(metrics) > 1:
         raise ConfigError(f"the sources watch different metrics: {', '.join(sorted(metrics))}")
-    return {"runs": [runs[k] for k in sorted(runs)], "pending": pending, "sources": sources,
+    return {"runs": [runs[k] for k in sorted(runs)], "pending": pending, "partial": partial, "sources": sources,
             "metric": next(iter(metrics), None), "preset": ref["preset"] if ref else {}}
 
 
@@ -172,6 +177,7 @@ def build_table(found: dict[str, Any], *, runs: Sequence[str] | None = None,
     return {"metric": found.get("metric"), "runs": rows, "by_variant": by_variant, "ranking": ranking,
             "missing": missing, "grid": {"runs": want_runs, "seeds": want_seeds},
             "baseline_id_acc": base_id, "recipe_id_bar": id_bar, "sources": found.get("sources", []),
+            "partial": found.get("partial", {}),
             "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 

@@ -111,6 +111,10 @@ def markdown(table: dict[str, Any]) -> str:
             groups.setdefault((m["variant"], m["why"]), []).append(m["seed"])
         lines += ["", "Missing runs:", ""] + [
             f"- {v} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}: {why}" for (v, why), s in groups.items()]
+    if table.get("partial"):
+        lines += ["", "Unfinished runs so far (not in the table above; `step: value` of the watched metric):", ""]
+        lines += [f"- {name}: " + ", ".join(f"{st}: {v:.2f}" for st, v in vals)
+                  for name, vals in table["partial"].items() if vals]
     return "\n".join(lines) + "\n"
 
 
