@@ -80,6 +80,11 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     # keep_peak: cf = peak, ID acc at the peak step (baseline: step 2, 0.5)
     assert b["id_acc_peak"]["mean"] == pytest.approx(0.5) and b["keep_peak_recipe"]["verdict"] is False
     assert f["id_acc_peak"]["mean"] == pytest.approx((0.99 + 0.5) / 2)
+    # best step whose ID acc clears 0.98: baseline only the last (0.5 in seed 0, 0.75 in seed 1); filter seed 0
+    # only step 4 (0.99), seed 1 step 4 (0.75); no_ccs never (0.9)
+    kb = b["keep_best_id"]
+    assert kb["cf"]["mean"] == pytest.approx(0.625) and kb["step"]["mean"] == 4 and kb["cf"]["n"] == 2
+    assert f["keep_best_id"]["cf"]["mean"] == pytest.approx(0.875) and n["keep_best_id"]["cf"]["n"] == 0
     # missing: the preset's grid (3 seeds) minus finished runs, with why
     missing = {(m["variant"], m["seed"]): m["why"] for m in t["missing"]}
     assert set(missing) == {("baseline", 2), ("filter", 2), ("no_ccs", 2)}

@@ -12,7 +12,9 @@ from the per-item logs, ID accuracy at the peak and at the end). Per variant:
   (paired by seed), mean ± ``sd(d)/sqrt(n)``; ``removed = mean(d) / mean(drop_baseline)`` over those
   seeds, the share of the baseline's drop the mitigation removes (ranked);
 * ``keep_peak``: what the callback's best-reliance checkpoint holds: cf reliance and ID accuracy at
-  the step of the peak (selected on the same conflict set, so optimistic);
+  the step of the peak (selected on the same conflict set, so optimistic); and ``keep_best_id``, the
+  evaluated step with the highest cf reliance among those whose ID accuracy clears the recipe's bar
+  (a checkpoint rule a user could apply, equally optimistic);
 * the recipe goal: final cf reliance >= the run's own peak (i.e. the last evaluation is the peak)
   and final ID accuracy >= 98% of the baseline's mean final ID accuracy, per seed.
 
@@ -48,6 +50,7 @@ def scan_experiment(folder: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
     """Finished runs, unfinished runs (with why) and the preset of one lab experiment folder (its
     ``partial`` entry: the watched metric of each unfinished run so far, ``[[step, value], ...]``)."""
     from ctxrely.lab.compare import summarize_run
+    from ctxrely.report.summary import load_run
     from ctxrely.track.trajectory import TrajectoryStore
 
     out = Path(folder)
@@ -68,10 +71,13 @@ def scan_experiment(folder: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
                             if steps else "unfinished: started, no evaluation yet") + f" ({d})"
             continue
         s = summarize_run(d)
+        run = load_run(d)
+        ids = dict(run.series(run.id_metric())) if run.id_metric() else {}
+        series = [[st, v, ids.get(st)] for st, v in run.series(s["metric"])]
         marker = json.loads((d / "lab_done.json").read_text(encoding="utf-8"))
         done.append({"variant": key[0], "seed": key[1], **{k: s.get(k) for k in FIELDS}, "z": s.get("z"),
                      "metric": s["metric"], "source": str(d), "recorded": False,
-                     "commit": (marker.get("provenance") or {}).get("git", {}).get("sha")})
+                     "commit": (marker.get("provenance") or {}).get("git", {}).get("sha"), "series": series})
     return done, pending, {"source": str(out), "preset": preset, "partial": partial}
 
 
@@ -133,6 +139,18 @@ def _agg(values: list[Any]) -> dict[str, Any]:
             "sd": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
 
 
+def best_with_id(series: list[list[Any]] | None, bar: float | None) -> list[Any] | None:
+    """``[step, cf, id_acc]`` of the evaluation with the highest cf reliance among those whose ID
+    accuracy is at least ``bar`` (first such step), or None (no series, no bar, no step reaches it).
+
+    Example:
+        >>> best_with_id([[0, 0.3, 0.5], [15, 0.9, 0.6], [30, 0.7, 0.99], [45, 0.7, 1.0]], 0.98)
+        [30, 0.7, 0.99]
+    """
+    ok = [e for e in series or [] if bar is not None and e[2] is not None and e[2] >= bar]
+    return max(ok, key=lambda e: (e[1], -e[0])) if ok else None
+
+
 def build_table(found: dict[str, Any], *, runs: Sequence[str] | None = None,
                 seeds: Sequence[int] | None = None) -> dict[str, Any]:
     """Aggregate :func:`collect`'s runs; ``runs`` x ``seeds`` is the grid the table should have
@@ -169,6 +187,9 @@ def build_table(found: dict[str, Any], *, runs: Sequence[str] | None = None,
                  if r["id_acc_peak"] is not None]
         agg["recipe"] = {"pass": sum(passes), "n": len(passes), "verdict": bool(passes) and all(passes)}
         agg["keep_peak_recipe"] = {"pass": sum(kp_ok), "n": len(kp_ok), "verdict": bool(kp_ok) and all(kp_ok)}
+        best = [b for b in (best_with_id(r.get("series"), id_bar) for r in mine) if b]
+        agg["keep_best_id"] = {"cf": _agg([b[1] for b in best]), "step": _agg([b[0] for b in best]),
+                               "id_acc": _agg([b[2] for b in best])}
         by_variant[v] = agg
     ranking = sorted(({"variant": v, "removed": a["vs_baseline"]["removed"], "diff": a["vs_baseline"]["diff"],
                        "se": a["vs_baseline"]["se"], "n": a["vs_baseline"]["n"]}

@@ -28,11 +28,17 @@ def _verdict(r: dict[str, Any]) -> str:
     return f"{'yes' if r['verdict'] else 'no'} ({r['pass']}/{r['n']})"
 
 
+def _best(b: dict[str, Any] | None) -> str:
+    if not b or not b["cf"]["n"]:
+        return "-"
+    return f"{_ms(b['cf'], 2)} ({_ms(b['step'], 0)}; n={b['cf']['n']})"
+
+
 def variant_rows(table: dict[str, Any]) -> list[str]:
     """The per-variant table: mean ± sd over seeds, drop vs baseline, keep_peak, recipe."""
     head = (["run", "seeds"] + [lab for _, lab, _ in COLS]
             + ["drop vs baseline (pts, paired by seed)", "removed", "keep_peak: cf", "keep_peak: ID acc",
-               "recipe met", "keep_peak meets ID bar"])
+               "recipe met", "keep_peak meets ID bar", "best step with ID acc >= bar: cf (step)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, a in table["by_variant"].items():
         seeds = ",".join(str(s) for s in a["seeds"])
@@ -44,7 +50,7 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
         removed = "-" if not vs or vs["removed"] is None else f"{100 * vs['removed']:.0f}%"
         cells = [v, seeds] + [_ms(a[f], d) for f, _, d in COLS] + [
             vs_cell, removed, _ms(a["peak"], 2), _ms(a["id_acc_peak"], 2), _verdict(a["recipe"]),
-            _verdict(a["keep_peak_recipe"])]
+            _verdict(a["keep_peak_recipe"]), _best(a.get("keep_best_id"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
