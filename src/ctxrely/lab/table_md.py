@@ -43,7 +43,8 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
     for v, a in table["by_variant"].items():
         seeds = ",".join(str(s) for s in a["seeds"])
         if a.get("recorded_seeds"):
-            seeds += " (" + ",".join(str(s) for s in a["recorded_seeds"]) + " recorded)"
+            seeds += " (recorded)" if a["recorded_seeds"] == a["seeds"] else (
+                " (" + ",".join(str(s) for s in a["recorded_seeds"]) + " recorded)")
         vs = a.get("vs_baseline")
         vs_cell = "-" if not vs else (f"{vs['diff']:.1f}" + (f" ± {vs['se']:.1f}" if vs["se"] is not None else "")
                                       + f" (n={vs['n']})")
