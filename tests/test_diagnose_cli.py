@@ -15,8 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ctxrely.cli.main import main  # noqa: E402
+from ctxrely.data.records import write_rows  # noqa: E402
+from ctxrely.data.sft import load_sft  # noqa: E402
 from ctxrely.diagnose import shards as shards_mod  # noqa: E402
-from ctxrely.diagnose.sft_rows import load_sft, write_rows  # noqa: E402
 from test_diagnose_rows import CASES, QA, make_rows, write_case  # noqa: E402
 
 

@@ -39,7 +39,7 @@ def test_formats_become_prompt_completion_rows():
 
 @pytest.mark.parametrize("rows, match", [
     ([{"instruction": "a?", "output": "b"}, {"instruction": "c?"}], r"line 2, field 'output'"),
-    ([{"messages": [{"role": "user", "content": "hi"}]}], r"line 1, field 'messages': the last message"),
+    ([{"messages": [{"role": "user", "content": "hi"}]}], r"line 1, field 'messages\[0\]': the last message"),
     ([{"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}], r"message 0 needs"),
     ([{"text": "free text"}], r"cannot tell the format"),
     ([{"prompt": "a", "completion": "b"}, {"prompt": [{"role": "user", "content": "a"}],

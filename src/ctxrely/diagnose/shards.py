@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ctxrely.diagnose.sft_rows import SFTExample, example_hash
+from ctxrely.data.sft import SFTExample, example_hash
 from ctxrely.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ class Variant:
 
 
 def _sft_examples(rows: list[dict[str, Any]]) -> list[Any]:
-    from ctxrely.diagnose.sft_rows import parse_row
+    from ctxrely.data.sft import parse_row
 
     return [parse_row(r, fmt="prompt_completion", index=i, line=i + 1, context_field="context")
             for i, r in enumerate(rows)]

@@ -42,10 +42,22 @@ def resolve_model_source(name_or_path: str) -> tuple[str, str]:
             raise ModelLoadError(f"{name_or_path}: expected a model folder (config.json + safetensors), got a file")
         if not (p / "config.json").exists():
             raise ModelLoadError(f"{name_or_path}: no config.json in this folder; is it a saved HF model?")
+        check_model_folder(p)
         return "local", str(p)
     if _looks_like_path(name_or_path):
         raise ModelLoadError(f"model path not found: {name_or_path}")
     return "hub", name_or_path
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def check_model_folder(p: Path) -> None:
+    """Name a missing tokenizer in a local model folder before transformers reports it as something
+    else (e.g. a missing sentencepiece package)."""
+    if not any((p / f).exists() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{p}: no tokenizer files in this folder (expected one of {', '.join(TOKENIZER_FILES)});"
+                             " save the tokenizer beside the model (tokenizer.save_pretrained)")
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
