@@ -145,7 +145,7 @@ def test_ranks_take_their_shards(tmp_path, tiny_llama):
 def test_config_rejects_unknown_keys():
     from ctxrely.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown score-data setting"):
+    with pytest.raises(ConfigError, match="score-data settings, field .shard_sise.: unknown key .did you mean .shard_size."):
         shards_mod.ScoreConfig.from_dict({"model": "m", "data": "d", "shard_sise": 3})
 
 

@@ -119,12 +119,10 @@ class TheoryConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TheoryConfig:
-        """Build from a dict; unknown keys are an error (with the known keys named)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown TheoryConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        """Build from a dict through the one config loader (unknown keys and wrong types raise)."""
+        from ctxrely import config
+
+        return config.from_dict(cls, d, "theory config")
 
     def base_counts(self) -> dict[str, int]:
         """C, C+S and S counts of the baseline mixture (shares x n_subjects)."""
