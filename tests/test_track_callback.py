@@ -246,7 +246,7 @@ def test_plain_trainer_without_a_tokenizer_loads_the_models_own(fresh_llama, tmp
     cb = ContextRelianceCallback(examples={"toy": toy_examples()}, eval_every=1, attention_subset=0)
     trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[cb],
                       data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
-    with caplog.at_level("INFO", logger="ctxrely.track.callback"):
+    with caplog.at_level("INFO", logger="ctxrely.models.load"):
         trainer.train()
     assert cb.tokenizer is not None and cb.tokenizer.get_vocab() == tok.get_vocab()
     assert "loaded the one saved with the model" in caplog.text

@@ -121,6 +121,25 @@ def load_model(
     return model, prepare_tokenizer(tokenizer)
 
 
+def tokenizer_of(model: Any) -> Any:
+    """The tokenizer saved with ``model``, from its ``name_or_path`` (a local folder or a cached hub id).
+
+    Raises:
+        ModelLoadError: the model does not say where it came from, or no tokenizer loads from there.
+    """
+    from transformers import AutoTokenizer
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or getattr(model, "name_or_path", "")
+    if not name:
+        raise ModelLoadError("the model does not say where it came from (empty name_or_path)")
+    try:
+        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(name))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"loading one from the model's name_or_path {name!r} failed ({type(e).__name__})") from e
+    log.info("no tokenizer given; loaded the one saved with the model (%s)", name)
+    return tok
+
+
 def model_max_length(model: Any, tokenizer: Any | None = None) -> int | None:
     """The model's context window in tokens, if it says."""
     cfg = getattr(model, "config", None)

@@ -41,26 +41,16 @@ from ctxrely.track.trajectory import TrajectoryStore
 log = logging.getLogger(__name__)
 
 
-def _tokenizer_of(model: Any) -> Any:
-    """The tokenizer saved with ``model`` (its ``name_or_path``: a local folder or a cached hub id)."""
-    from ctxrely.errors import ConfigError
+def _model_tokenizer(model: Any) -> Any:
+    from ctxrely.errors import ConfigError, ModelLoadError
+    from ctxrely.models.load import tokenizer_of
 
-    name = getattr(getattr(model, "config", None), "_name_or_path", "") or getattr(model, "name_or_path", "")
-    hint = "pass tokenizer=... to ContextRelianceCallback or processing_class=... to the trainer"
-    if not name:
-        raise ConfigError(f"ContextRelianceCallback needs a tokenizer and the model does not say where it came "
-                          f"from; {hint}")
     try:
-        from transformers import AutoTokenizer
+        return tokenizer_of(model)
+    except ModelLoadError as e:
+        raise ConfigError(f"ContextRelianceCallback needs a tokenizer: none was given and {e}; pass tokenizer=... "
+                          "or processing_class=... to the trainer") from e
 
-        from ctxrely.models.load import prepare_tokenizer
-
-        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(name))
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"ContextRelianceCallback needs a tokenizer; none was given and loading one from the "
-                          f"model's name_or_path {name!r} failed ({type(e).__name__}); {hint}") from e
-    log.info("ContextRelianceCallback: no tokenizer given; loaded the one saved with the model (%s)", name)
-    return tok
 ACTIONS = ("warn", "stop", "keep_peak")
 PEAK_DIR = "peak-checkpoint"
 
@@ -184,7 +174,7 @@ class ContextRelianceCallback(TrainerCallback):
             if self.tokenizer is None:
                 self.tokenizer = kwargs.get(key)
         if self.tokenizer is None:
-            self.tokenizer = _tokenizer_of(model if model is not None else getattr(self.trainer, "model", None))
+            self.tokenizer = _model_tokenizer(model if model is not None else getattr(self.trainer, "model", None))
         self.store = TrajectoryStore(self.output_dir or args.output_dir)
         kept = self.store.prepare(state.global_step) if state.is_world_process_zero else None
         kept = all_gather(kept)[0] or []  # every rank replays the main process's rows
