@@ -32,7 +32,7 @@ def test_quick_lab_writes_runs_comparison_and_report(quick_lab):
     data = json.loads((out / "data" / "data.json").read_text())
     assert data["train_classes"] == {"C": 13, "C+S": 13, "S": 6} and data["eval_sets"] == {"lab_conflicts": 8}
     done = {k for k, d in outcome.run_dirs.items() if (d / "lab_done.json").exists()}
-    assert done == {(r, 0) for r in preset.runs} and not outcome.skipped
+    assert done == {(r, 0) for r in preset.runs}
     for d in outcome.run_dirs.values():
         steps = [r["step"] for r in TrajectoryStore(d).rows()]
         assert steps == [0, 2, 4] and (d / "ctxrely_config.yaml").exists()
