@@ -95,9 +95,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from ctxrely.data.sft import parse_row
     from ctxrely.diagnose.attention_score import encode_example
     from ctxrely.diagnose.criticality import score_criticality
-    from ctxrely.diagnose.sft_rows import parse_row
     from ctxrely.engine.batching import pad_id_of
 
     model, tok, desc = load(args.model)

@@ -15,8 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ctxrely.cli.main import main  # noqa: E402
+from ctxrely.data.records import write_rows  # noqa: E402
+from ctxrely.data.sft import load_sft  # noqa: E402
 from ctxrely.diagnose import shards as shards_mod  # noqa: E402
-from ctxrely.diagnose.sft_rows import load_sft, write_rows  # noqa: E402
 from test_diagnose_rows import CASES, QA, make_rows, write_case  # noqa: E402
 
 
@@ -144,7 +145,7 @@ def test_ranks_take_their_shards(tmp_path, tiny_llama):
 def test_config_rejects_unknown_keys():
     from ctxrely.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown score-data setting"):
+    with pytest.raises(ConfigError, match="score-data settings, field .shard_sise.: unknown key .did you mean .shard_size."):
         shards_mod.ScoreConfig.from_dict({"model": "m", "data": "d", "shard_sise": 3})
 
 

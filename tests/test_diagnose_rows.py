@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ctxrely.data.records import write_rows
 from ctxrely.data.schema import DataError
-from ctxrely.diagnose.sft_rows import load_sft, match_template, read_records, write_rows
+from ctxrely.data.sft import load_sft, match_template
+from ctxrely.data.sft import read_sft_records as read_records
 
 QA = [
     ("The capital of France is Lyon.", "What is the capital of France?", "Lyon"),

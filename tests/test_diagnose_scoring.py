@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ctxrely.data.sft import parse_row  # noqa: E402
 from ctxrely.diagnose.attention_score import (  # noqa: E402
     attention_modules,
     context_dependency,
@@ -17,7 +18,6 @@ from ctxrely.diagnose.attention_score import (  # noqa: E402
     encode_example,
 )
 from ctxrely.diagnose.criticality import classify, quantile_threshold, reclassify, score_criticality  # noqa: E402
-from ctxrely.diagnose.sft_rows import parse_row  # noqa: E402
 
 LLAMA2 = (
     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"

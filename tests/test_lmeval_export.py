@@ -11,7 +11,14 @@ import yaml
 
 from ctxrely.data.schema import ConflictExample
 from ctxrely.integrations.lmeval import helper as lmeval_helper
-from ctxrely.integrations.lmeval.export import export_lm_eval, export_rows, task_name
+from ctxrely.integrations.lmeval.export import (
+    GEN_METRICS,
+    MC_METRICS,
+    export_lm_eval,
+    export_rows,
+    helper_source,
+    task_name,
+)
 from ctxrely.metrics import matching
 from ctxrely.metrics.conflict import gen_flags, logit_flags
 from ctxrely.prompts import get_format
@@ -45,7 +52,7 @@ def read_yaml(path: Path) -> dict:
     return yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader)  # noqa: S506 (SafeLoader subclass)
 
 
-# --- the standalone helper is a faithful copy of ctxrely's matching ---------------------------------
+# --- the exported helper carries ctxrely's own matching code ---------------------------------
 
 TEXTS = ["The  Eiffel Tower!", "It is in Herat, the new capital.", "Ｈｅｒａｔ", "an apple a day", "São Paulo",
          "“Kabul” — no", "Herat.", "herat-kabul", "", "   ", "the", "Rock'n'roll", "x\ny\tz", "New York City",
@@ -60,10 +67,17 @@ def test_helper_normalisation_equals_ctxrely(text):
             assert lmeval_helper.contains(text, targets, mode) == matching.contains(text, targets, mode)
 
 
-def test_helper_constants_equal_ctxrely_and_helper_is_standalone():
-    assert lmeval_helper._PUNCT == matching._PUNCT
-    assert lmeval_helper._ARTICLES.pattern == matching._ARTICLES.pattern
-    tree = ast.parse(Path(lmeval_helper.__file__).read_text(encoding="utf-8"))
+def test_exported_helper_is_standalone_and_generated_from_matching():
+    src = helper_source()
+    ns: dict = {"__name__": "utils"}
+    exec(compile(src, "utils.py", "exec"), ns)  # runs without ctxrely's matching module
+    assert ns["_PUNCT"] == matching._PUNCT and ns["_ARTICLES"].pattern == matching._ARTICLES.pattern
+    for text in TEXTS:
+        assert ns["normalize_answer"](text) == matching.normalize_answer(text)
+    assert ns["contains"]("Herat.", ["herat"]) and not ns["contains"]("Herat.", ["herat"], "raw")
+    assert set(ns["process_generation"]({"cf_targets": ["a"], "param_targets": ["b"]}, ["a"])) == set(GEN_METRICS)
+    assert set(ns["process_choice"]({}, [(-1.0, False), (-2.0, False)])) == set(MC_METRICS)
+    tree = ast.parse(src)
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "ctxrely" not in imported and "torch" not in imported
@@ -111,7 +125,7 @@ def test_export_writes_tasks_groups_and_metadata(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "demo" / "data.jsonl").read_text().splitlines()]
     assert rows[0]["prompt"].endswith("Answer:") and rows[0]["choices"] == [" Lyon", " Paris"]
     assert rows[0]["cf_targets"] == ["Lyon", "Lyon City"]
-    assert (tmp_path / "demo" / "utils.py").read_text() == Path(lmeval_helper.__file__).read_text()
+    assert (tmp_path / "demo" / "utils.py").read_text() == helper_source()
 
 
 def test_default_stop_strings_are_ctxrelys(tmp_path):

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from ctxrely.cli.main import main
-from ctxrely.diagnose.sft_rows import parse_row, read_records, write_rows
+from ctxrely.data.records import write_rows
+from ctxrely.data.sft import parse_row
+from ctxrely.data.sft import read_sft_records as read_records
 from ctxrely.mitigate.augment import augment, augment_rows, entity_type, find_answer
 from test_diagnose_rows import QA, TEMPLATE, make_rows
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from ctxrely.diagnose.sft_rows import read_records, write_rows
+from ctxrely.data.records import write_rows
+from ctxrely.data.sft import read_sft_records as read_records
 from ctxrely.mitigate.filter import filter_rows
 from test_diagnose_rows import TEMPLATE, make_rows
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from ctxrely.diagnose.sft_rows import parse_row
+from ctxrely.data.sft import parse_row
 from ctxrely.mitigate.indicator import add_indicator_token, apply_indicator, with_user_suffix
 from test_diagnose_rows import TEMPLATE, make_rows
 

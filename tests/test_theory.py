@@ -126,7 +126,7 @@ def test_plots_and_json(traces, tmp_path):
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="unknown TheoryConfig keys"):
+    with pytest.raises(ConfigError, match="theory config, field .stepz.: unknown key .did you mean .steps."):
         TheoryConfig.from_dict({"stepz": 3})
     with pytest.raises(ConfigError, match="sum to 1"):
         TheoryConfig(share_subject_only=0.5)

@@ -229,3 +229,31 @@ def test_plain_transformers_trainer(fresh_llama, tmp_path):
     assert [json.loads(line)["step"] for line in (tmp_path / "trajectory.jsonl").read_text().splitlines()] == [0, 2, 4]
     assert [h["step"] for h in trainer.state.log_history if "ctxrely/toy/logit_cf_rate" in h] == [0, 2, 4]
     assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [2, 4]
+
+
+def test_plain_trainer_without_a_tokenizer_loads_the_models_own(fresh_llama, tmp_path, caplog):
+    """Issue 8, defect 10: no processing_class -> the tokenizer saved beside the model; else one clear error."""
+    from datasets import Dataset
+    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from ctxrely.errors import ConfigError
+    from ctxrely.track.callback import ContextRelianceCallback
+
+    model, tok = fresh_llama
+    ds = Dataset.from_list([{"input_ids": tok(r["prompt"] + r["completion"])["input_ids"]} for r in toy_rows()])
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4,
+                             save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
+    cb = ContextRelianceCallback(examples={"toy": toy_examples()}, eval_every=1, attention_subset=0)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[cb],
+                      data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+    with caplog.at_level("INFO", logger="ctxrely.models.load"):
+        trainer.train()
+    assert cb.tokenizer is not None and cb.tokenizer.get_vocab() == tok.get_vocab()
+    assert "loaded the one saved with the model" in caplog.text
+    model.config._name_or_path = model.name_or_path = ""
+    cb2 = ContextRelianceCallback(examples={"toy": toy_examples()}, eval_every=1, attention_subset=0,
+                                  output_dir=tmp_path / "b")
+    trainer2 = Trainer(model=model, args=args, train_dataset=ds, callbacks=[cb2],
+                       data_collator=DataCollatorForLanguageModeling(tok, mlm=False))
+    with pytest.raises(ConfigError, match="needs a tokenizer"):
+        trainer2.train()

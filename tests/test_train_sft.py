@@ -39,7 +39,7 @@ def test_formats_become_prompt_completion_rows():
 
 @pytest.mark.parametrize("rows, match", [
     ([{"instruction": "a?", "output": "b"}, {"instruction": "c?"}], r"line 2, field 'output'"),
-    ([{"messages": [{"role": "user", "content": "hi"}]}], r"line 1, field 'messages': the last message"),
+    ([{"messages": [{"role": "user", "content": "hi"}]}], r"line 1, field 'messages\[0\]': the last message"),
     ([{"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}], r"message 0 needs"),
     ([{"text": "free text"}], r"cannot tell the format"),
     ([{"prompt": "a", "completion": "b"}, {"prompt": [{"role": "user", "content": "a"}],
@@ -165,6 +165,31 @@ def test_compact_lm_head_gives_the_same_loss_and_gradients(fresh_llama, tmp_path
     import trl.trainer.utils as tu
 
     assert tu._use_triton(torch.device("cpu")) is False  # the switch is scoped to compute_loss
+
+
+def test_compact_lm_head_still_projects_only_labelled_positions(fresh_llama, tmp_path, monkeypatch):
+    """The speed-up flips TRL's private ``_use_triton`` (TRL has no public option for it): this fails when
+    the flag stops having an effect, e.g. after a TRL upgrade moves the compaction."""
+    import trl.trainer.utils as tu
+    from datasets import Dataset
+    from trl import SFTConfig
+
+    from ctxrely.train.sft import _trainer_class
+
+    model, tok = fresh_llama
+    rows = [{"prompt": "Some context. " * 4 + f"Q{i}?", "completion": " yes"} for i in range(4)]
+    args = SFTConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, max_length=64,
+                     report_to="none", use_cpu=True, bf16=False, disable_tqdm=True, save_strategy="no")
+    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    seen: list[int] = []
+    original = tu._ChunkedLogProbFunction.apply
+    monkeypatch.setattr(tu._ChunkedLogProbFunction, "apply", lambda h, *a: seen.append(h.shape[0]) or original(h, *a))
+    for compact in (False, True):
+        trainer.compact = compact
+        trainer.compute_loss(trainer.model, dict(batch))
+    n_labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert seen == [batch["labels"][:, 1:].numel(), n_labelled], "TRL's _use_triton no longer controls compaction"
 
 
 def test_qk_only(fresh_llama, tmp_path, tiny_model_dir):

@@ -12,7 +12,17 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; mirrors _LAZY (a test keeps the two equal)
+    from ctxrely.data.loaders import load_data
+    from ctxrely.data.schema import ConflictExample, Suite
+    from ctxrely.data.suites import load_suite
+    from ctxrely.engine.api import evaluate
+    from ctxrely.engine.result import EvalResult
+    from ctxrely.models.load import load_model
+    from ctxrely.prompts import get_format, register_format
+    from ctxrely.track.callback import ContextRelianceCallback
 
 __version__ = "0.1.0"
 
@@ -30,7 +40,10 @@ _LAZY = {
     "ContextRelianceCallback": "ctxrely.track.callback",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # written out so linters see the TYPE_CHECKING names used; a test keeps it equal to _LAZY
+    "__version__", "evaluate", "EvalResult", "ConflictExample", "Suite", "load_suite", "load_data", "load_model",
+    "get_format", "register_format", "ContextRelianceCallback",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -13,9 +13,11 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass
 from typing import Any
 
+from ctxrely.errors import ConfigError
 from ctxrely.registry import FORMATS
 
 ADHERE = "Answer the question based on the context only, even if it disagrees with what you know."
@@ -63,7 +65,7 @@ class PromptFormat:
         if not self.chat:
             return text
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise ConfigError(
                 f"format {self.name!r} needs a tokenizer with a chat template; "
                 "this tokenizer has none (use --format raw/alpaca/tulu)"
             )
@@ -112,15 +114,49 @@ for _name, (_tmpl, _chat, _desc) in _BASE.items():
     _add_builtin(_name, _tmpl, _chat, _desc)
 
 
+PLACEHOLDERS = ("context", "question", "instruction")
+
+
+def check_template(template: str) -> str:
+    r"""Validate a user template and decode the escapes a shell leaves in it (``\n``, ``\t``).
+
+    A template must hold ``{context}`` and ``{question}``; ``{instruction}`` is optional; a literal
+    brace is written ``{{`` or ``}}``.
+
+    Example:
+        >>> check_template("Passage: {context}\\nQ: {question}\\nA:")
+        'Passage: {context}\nQ: {question}\nA:'
+        >>> check_template("Q: {question}")
+        Traceback (most recent call last):
+        ...
+        ctxrely.errors.ConfigError: prompt template 'Q: {question}' has no {context} placeholder ...
+    """
+    text = template.replace("\\n", "\n").replace("\\t", "\t")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as e:
+        raise ConfigError(f"prompt template {template!r}: {e} (write {{{{ or }}}} for a literal brace)") from None
+    bad = sorted({f for f in fields if f not in PLACEHOLDERS})
+    if bad:
+        raise ConfigError(f"prompt template {template!r}: unknown placeholder(s) "
+                          f"{', '.join('{' + f + '}' for f in bad)}; use {{context}}, {{question}}, {{instruction}}")
+    for need in ("context", "question"):
+        if need not in fields:
+            raise ConfigError(f"prompt template {template!r} has no {{{need}}} placeholder "
+                              f"(a template needs both {{context}} and {{question}})")
+    return text
+
+
 def get_format(name_or_template: str) -> PromptFormat:
     """A registered format by name, or a user format from a template string.
 
-    A string holding ``{question}`` is taken as a template (``{context}`` optional); anything else
+    A string holding a ``{`` is taken as a template (see :func:`check_template`); anything else
     must be a registered name (unknown names raise with suggestions).
     """
-    if "{question}" in name_or_template:
-        h = hashlib.sha256(name_or_template.encode()).hexdigest()[:8]
-        return PromptFormat(name=f"custom-{h}", template=name_or_template, description="user template")
+    if "{" in name_or_template or "}" in name_or_template:
+        template = check_template(name_or_template)
+        h = hashlib.sha256(template.encode()).hexdigest()[:8]
+        return PromptFormat(name=f"custom-{h}", template=template, description="user template")
     return FORMATS.get(name_or_template)
 
 

@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ctxrely.errors import CtxrelyError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(CtxrelyError, KeyError):
     """Raised when a name is not registered; the message suggests near names."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly

@@ -33,10 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxrely.data.schema import DataError
-    from ctxrely.diagnose.sft_rows import file_type_of, load_sft, read_records, write_rows
+    from ctxrely.data.records import file_type_of, write_rows
+    from ctxrely.data.sft import load_sft
+    from ctxrely.data.sft import read_sft_records as read_records
+    from ctxrely.errors import ConfigError, DataError
     from ctxrely.mitigate.augment import augment
 
+    if Path(args.out).resolve() == Path(args.data).resolve():
+        raise ConfigError(f"--out {args.out} is the input file; write the augmented rows to a new file")
+    if not args.ratio >= 0:
+        raise ConfigError(f"--ratio must be >= 0, got {args.ratio}")
     data = load_sft(args.data, fmt=args.fmt, context_field=args.context_field,
                     context_template=args.context_template)  # validates every row (file, line, field)
     rows = [r for _, r in read_records(args.data)[0]]
@@ -55,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
     mpath.write_text(json.dumps({"source": args.data, "fmt": data.fmt, "ratio": args.ratio, "seed": args.seed,
                                  "mode": args.mode, "n_in": len(rows), "n_out": len(res.rows),
                                  "n_eligible": res.n_eligible, "n_requested": res.n_requested,
-                                 "n_augmented": len(res.manifest), "augmented": res.manifest},
+                                 "n_augmented": len(res.manifest), "n_left_mentions": res.n_left_mentions,
+                                 "augmented": res.manifest},
                                 indent=1, ensure_ascii=False))
-    short = f" (asked for {res.n_requested}; only {res.n_eligible} rows have their answer in the context)" \
-        if len(res.manifest) < res.n_requested else ""
+    short = f" (asked for {res.n_requested}; {res.n_eligible} rows have their answer in the context" + (
+        f", {res.n_left_mentions} skipped: part of the old name would have stayed" if res.n_left_mentions else ""
+    ) + ")" if len(res.manifest) < res.n_requested else ""
     print(f"augmented {len(res.manifest)} of {len(rows)} rows{short}; wrote {args.out} ({len(res.rows)} rows) "
           f"and {mpath}")
     return 0

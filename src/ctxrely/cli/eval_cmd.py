@@ -60,19 +60,31 @@ def run(args: argparse.Namespace) -> int:
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else []
     if not suites and not args.data:
         raise SystemExit("error: pass --suites and/or --data")
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}")
+    check_eval_args(args, out)
     fmt = get_format(args.format)
     mapping = parse_mapping(args.mapping) if args.mapping else None
     # read every suite and data file before the (slow) model load, so a typo or bad row fails fast
     suite_objs = resolve_suites(suites, args.data, None, args.limit, mapping)
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device,
                             trust_remote_code=args.trust_remote_code)
-    out = Path(args.out or f"runs/eval-{Path(args.model).name}")
     res = evaluate(model, tok, suite_objs, fmt=fmt, mode=args.mode,
                    limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                    stop=args.stop, match=args.match, indicator=args.indicator, n_boot=args.n_boot,
                    progress=not args.no_progress, out_dir=out, model_name=args.model)
     print_result(res, out)
     return 0
+
+
+def check_eval_args(args: argparse.Namespace, out: Path) -> None:
+    """Refuse option values that would crash later or measure nothing (one-line ConfigError)."""
+    from ctxrely.errors import ConfigError
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is an existing file; pass a folder (results go in summary.json and "
+                          "examples.jsonl inside it)")
 
 
 def print_result(res: object, out: Path) -> None:

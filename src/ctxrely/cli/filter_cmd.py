@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxrely.diagnose.sft_rows import file_type_of, write_rows
+    from ctxrely.data.records import file_type_of, write_rows
     from ctxrely.diagnose.shards import read_scores
     from ctxrely.errors import CtxrelyError
     from ctxrely.mitigate.filter import filter_rows

@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="short", help="short (SmolLM2, minutes), long (Gemma 3 270M base, hours on "
                                                      "CPU) or quick (tiny random model, for tests)")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the preset's)")
-    p.add_argument("--runs", default=None, help="comma-separated runs: baseline, filter, no_ccs, qk_only, augment, indicator, "
-                                                "filter_class, filter_augment, filter_qk (default: the preset's)")
+    p.add_argument("--runs", default=None, help="comma-separated runs: baseline, filter, no_ccs, qk_only, augment, "
+                                                "indicator, filter_class, filter_augment, filter_qk (default: the "
+                                                "preset's)")
     p.add_argument("--model", default=None, help="another model than the preset's (zoo name, folder or hub id)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -36,43 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
-    """``["max_steps=200", "seeds=0,1", "probe=false"]`` -> typed values, by the preset's field types.
+    """``["max_steps=200", "seeds=0,1", "probe=false"]`` -> typed values, by the preset's field types
+    (the one config loader, :mod:`ctxrely.config`).
 
     Raises:
         ConfigError: no ``=``, an unknown field, or a value of the wrong type.
     """
-    import dataclasses
-
-    from ctxrely.errors import ConfigError
+    from ctxrely import config
     from ctxrely.lab.presets import LabPreset
 
-    fields = {f.name: f for f in dataclasses.fields(LabPreset)}
-    out: dict[str, object] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_steps=200")
-        key, raw = (s.strip() for s in item.split("=", 1))
-        if key not in fields:
-            import difflib
-
-            near = difflib.get_close_matches(key, list(fields), n=1)
-            raise ConfigError(f"--set {item!r}: unknown preset field {key!r}"
-                              + (f"; did you mean {near[0]!r}?" if near else "") + " (see --list-fields)")
-        f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        try:
-            if isinstance(default, bool):
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                out[key] = raw.lower() in ("true", "1", "yes")
-            elif isinstance(default, list):
-                kind = type(default[0]) if default else str
-                out[key] = [kind(v.strip()) for v in raw.split(",") if v.strip()]
-            else:
-                out[key] = type(default)(raw)
-        except ValueError:
-            raise ConfigError(f"--set {item!r}: field {key!r} expects a {type(default).__name__}") from None
-    return out
+    return config.typed_fields(LabPreset, config.parse_overrides(items, "--set"), "--set")
 
 
 def run(args: argparse.Namespace) -> int:

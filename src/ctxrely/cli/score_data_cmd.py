@@ -70,7 +70,7 @@ def _dist() -> tuple[int, int, object | None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ctxrely.diagnose.sft_rows import load_sft
+    from ctxrely.data.sft import load_sft
     from ctxrely.diagnose.shards import ScoreConfig, check_meta, join_shards, run_shards
     from ctxrely.diagnose.summary import summarize
     from ctxrely.models.load import load_model

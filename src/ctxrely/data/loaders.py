@@ -1,5 +1,8 @@
 """Load published knowledge-conflict data (JSON, JSONL, CSV or a Hugging Face dataset) as a Suite.
 
+Records are read by :mod:`ctxrely.data.records` (the one line-numbered reader); this module holds
+the knowledge-conflict formats.
+
 Formats (``FORMATS_KNOWN``), detected from the first record's fields unless ``fmt`` is given:
 
 - ``cpi``: context-parametric-inversion files (CF_Capitals, CF_World_Facts, CF_Bio): ``context``,
@@ -23,14 +26,23 @@ Example:
 from __future__ import annotations
 
 import ast
-import csv
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxrely.data.records import (
+    FILE_SUFFIXES,
+    Record,
+    hf_records,
+    read_file_records,
+    read_records,
+    require_hub_id,
+)
 from ctxrely.data.schema import ConflictExample, DataError, Suite
+
+__all__ = ["FILE_SUFFIXES", "FORMATS_KNOWN", "FORMAT_HELP", "Record", "TARGET_FIELDS", "detect_format", "load_data",
+           "parse_mapping", "read_records"]
 
 FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf"]
 FORMAT_HELP: dict[str, str] = {
@@ -41,9 +53,6 @@ FORMAT_HELP: dict[str, str] = {
     "hf": "a Hugging Face dataset id, loaded with datasets.load_dataset(id, split=...) and the mapping",
 }
 TARGET_FIELDS = ("id", "context", "question", "cf_answer", "param_answer", "cf_aliases", "param_aliases")
-FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv")
-
-Record = tuple[int, dict[str, Any]]  # (1-based line, record)
 
 
 @dataclass(frozen=True)
@@ -97,131 +106,10 @@ def detect_format(path: str | Path) -> str:
     """The format of a local file (from its first record's fields), or ``"hf"`` for a dataset id."""
     p = Path(path)
     if not p.exists():
-        _require_hub_id(str(path))
+        require_hub_id(str(path))
         return "hf"
-    records = _read_records(p)
+    records = read_file_records(p)
     return _detect_keys(set(records[0][1])) if records else "generic"
-
-
-def _require_hub_id(s: str) -> None:
-    if s.lower().endswith(FILE_SUFFIXES) or s.startswith(("/", "./", "../", "~")):
-        raise DataError("no such file", path=s)
-
-
-# ----------------------------------------------------------------------------- reading records
-
-
-def _json_array(text: str, path: str) -> list[Record]:
-    """Parse a JSON list, remembering the line each element starts on."""
-    dec, out, line, last = json.JSONDecoder(), [], 1, 0
-
-    def skip(i: int) -> int:
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def line_at(i: int) -> int:
-        nonlocal line, last
-        line, last = line + text.count("\n", last, i), i
-        return line
-
-    i = skip(text.index("[") + 1)
-    while i < len(text) and text[i] != "]":
-        try:
-            obj, end = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise DataError(f"bad JSON: {e.msg} (column {e.colno})", path=path, line=e.lineno) from e
-        out.append((line_at(i), obj))
-        i = skip(end)
-        if i < len(text) and text[i] == ",":
-            i = skip(i + 1)
-        elif i >= len(text) or text[i] != "]":
-            raise DataError("bad JSON: expected ',' or ']' after a record", path=path, line=line_at(min(i, len(text))))
-    if i >= len(text):
-        raise DataError("bad JSON: the list is not closed", path=path, line=line_at(len(text)))
-    if text[skip(i + 1):].strip():
-        raise DataError("bad JSON: extra data after the list", path=path, line=line_at(skip(i + 1)))
-    return out
-
-
-def _jsonl(text: str, path: str) -> list[Record]:
-    out: list[Record] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            out.append((n, json.loads(raw)))
-        except json.JSONDecodeError as e:
-            raise DataError(f"bad JSON: {e.msg} (column {e.colno})", path=path, line=n) from e
-    return out
-
-
-def _csv(path: Path, delimiter: str) -> list[Record]:
-    out: list[Record] = []
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            out.append((reader.line_num, {k: v for k, v in row.items() if k is not None}))
-    return out
-
-
-def _read_records(path: Path) -> list[Record]:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        records = _csv(path, "\t" if suffix == ".tsv" else ",")
-    else:
-        text = path.read_text(encoding="utf-8-sig")
-        head = text.lstrip()[:1]
-        if head == "[":
-            records = _json_array(text, str(path))
-        elif head == "{" or suffix in (".jsonl", ".ndjson", ".json"):
-            try:
-                records = _jsonl(text, str(path))
-            except DataError:
-                if "\n" in text.strip() and _is_json(text):
-                    raise DataError("one JSON object; expected a JSON list of records or JSON Lines",
-                                    path=str(path), line=1) from None
-                raise
-        else:
-            records = _csv(path, ",")
-    for line, rec in records:
-        if not isinstance(rec, dict):
-            raise DataError(f"record is a {type(rec).__name__}, expected an object", path=str(path), line=line)
-    return records
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except json.JSONDecodeError:
-        return False
-    return True
-
-
-def read_records(path_or_id: str, split: str = "test") -> list[Record]:
-    """``(line, record)`` pairs of a local JSON/JSONL/CSV/TSV file, or of a Hugging Face dataset
-    (the 1-based row number as line); for callers that parse records of their own formats."""
-    path = Path(path_or_id).expanduser()
-    if path.is_file():
-        return _read_records(path)
-    _require_hub_id(path_or_id)
-    return _hf_records(path_or_id, split)
-
-
-def _hf_records(dataset_id: str, split: str) -> list[Record]:
-    try:
-        import datasets  # lazy: heavy, and only needed for hub ids
-    except ImportError as e:
-        raise DataError("loading a Hugging Face dataset needs the `datasets` package "
-                        "(pip install 'ctxrely[train]')", path=dataset_id) from e
-    try:
-        ds = datasets.load_dataset(dataset_id, split=split)
-    except Exception as e:  # network, auth, unknown id, bad split: all reported the same way
-        raise DataError(
-            f"could not load Hugging Face dataset {dataset_id!r} (split {split!r}): {type(e).__name__}: {e}. "
-            "Is the network reachable? Offline, only datasets already in the local cache load; "
-            "otherwise pass a local JSON/JSONL/CSV file", path=dataset_id) from e
-    return [(i, dict(row)) for i, row in enumerate(ds, start=1)]
 
 
 # ----------------------------------------------------------------------------- field access
@@ -381,13 +269,13 @@ def load_data(path_or_id: str, *, mapping: dict[str, str] | str | None = None, f
     path = Path(path_or_id).expanduser()
     if fmt == "hf" or not path.exists():
         if fmt != "hf":
-            _require_hub_id(path_or_id)
-        records, source, version = _hf_records(path_or_id, split), f"hf:{path_or_id}@{split}", "hf"
+            require_hub_id(path_or_id)
+        records, source, version = hf_records(path_or_id, split), f"hf:{path_or_id}@{split}", "hf"
         name = name or path_or_id.rstrip("/").split("/")[-1]
     elif path.is_dir():
         raise DataError("is a directory; pass a data file (or fmt='hf' for a saved dataset)", path=str(path))
     else:
-        records, source, version = _read_records(path), str(path), "file"
+        records, source, version = read_file_records(path), str(path), "file"
         name = name or path.stem
     if not records:
         raise DataError("no records", path=source)

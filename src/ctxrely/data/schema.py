@@ -15,18 +15,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ctxrely.errors import DataError
 
-class DataError(ValueError):
-    """Bad input data; the message names the file, line and field."""
-
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None) -> None:
-        where = ", ".join(
-            p for p in (path and f"{path}", line is not None and f"line {line}", field and f"field {field!r}")
-            if p
-        )
-        super().__init__(f"{where}: {message}" if where else message)
-        self.path, self.line, self.field = path, line, field
+__all__ = ["ConflictExample", "DataError", "Suite", "content_hash"]
 
 
 @dataclass(frozen=True)

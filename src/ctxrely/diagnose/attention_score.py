@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxrely.data.schema import DataError
-from ctxrely.diagnose.sft_rows import SFTExample, as_examples
+from ctxrely.data.sft import SFTExample, as_examples
 from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 from ctxrely.registry import SCORERS
 

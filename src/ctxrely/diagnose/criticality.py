@@ -22,8 +22,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ctxrely.data.sft import SFTExample, as_examples
 from ctxrely.diagnose.attention_score import Encoded, encode_example
-from ctxrely.diagnose.sft_rows import SFTExample, as_examples
 from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 from ctxrely.registry import SCORERS
 
@@ -117,7 +117,7 @@ def score_criticality(model: Any, tokenizer: Any, examples: Sequence[SFTExample 
     """Score each example's response with and without its context.
 
     Args:
-        examples: normalized rows (:func:`ctxrely.diagnose.sft_rows.load_sft`) or raw rows in any
+        examples: normalized rows (:func:`ctxrely.data.sft.load_sft`) or raw rows in any
             supported format (Alpaca, ``messages``, ``prompt``/``completion``; a ``context`` field is used).
         batch_size: sequences per forward pass (with and without context count separately).
         template: ``auto`` (chat for chat data, Alpaca for Alpaca, plain text otherwise), ``chat``, ``plain``.

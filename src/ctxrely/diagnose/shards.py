@@ -19,11 +19,11 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctxrely.diagnose.sft_rows import SFTExample, example_hash
+from ctxrely.data.sft import SFTExample, example_hash
 from ctxrely.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,10 @@ class ScoreConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScoreConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown score-data setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        """Build from a dict through the one config loader (unknown keys and wrong types raise)."""
+        from ctxrely import config
+
+        return config.from_dict(cls, d, "score-data settings")
 
 
 def shard_path(out_dir: str | Path, k: int) -> Path:

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ctxrely.data.sft import SFTExample
 from ctxrely.diagnose.criticality import CLASSES
-from ctxrely.diagnose.sft_rows import SFTExample
 
 log = logging.getLogger(__name__)
 STATS = ("nll_with", "nll_without", "gain", "attn_score")

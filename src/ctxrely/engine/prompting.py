@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxrely.data.schema import ConflictExample
+from ctxrely.data.schema import ConflictExample, DataError
 from ctxrely.prompts import PromptFormat
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def build_prompts(examples: list[ConflictExample], fmt: PromptFormat, tokenizer:
                   max_len: int | None, reserve: int = 0, suffix: str | None = None) -> list[BuiltPrompt]:
     """Render every example; where ``len(prompt) + reserve > max_len`` cut the context's tail.
 
-    Raises ValueError if even an empty context does not fit (the question alone is too long).
+    Raises DataError if even an empty context does not fit (the question alone is too long).
     """
     out: list[BuiltPrompt] = []
     n_cut = 0
@@ -54,7 +54,7 @@ def build_prompts(examples: list[ConflictExample], fmt: PromptFormat, tokenizer:
         bare = encode(tokenizer, render(ex, fmt, tokenizer, context="", suffix=suffix), fmt)
         budget = max_len - reserve - len(bare) - 2
         if budget <= 0:
-            raise ValueError(
+            raise DataError(
                 f"{ex.suite}:{ex.id}: the prompt without its context needs {len(bare)} tokens, more than "
                 f"the model window {max_len} minus {reserve} reserved; the question cannot be shortened"
             )

@@ -14,7 +14,7 @@ Example:
     >>> get_preset("short", max_step=20)
     Traceback (most recent call last):
     ...
-    ctxrely.errors.ConfigError: lab preset: unknown key 'max_step'; did you mean 'max_steps'?
+    ctxrely.errors.ConfigError: lab preset, field 'max_step': unknown key (did you mean 'max_steps'?)
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctxrely import config
 from ctxrely.errors import ConfigError
 
 RUNS = ("baseline", "filter", "no_ccs", "qk_only", "augment", "indicator", "filter_class", "filter_augment",
@@ -166,17 +167,11 @@ def get_preset(name: str, **overrides: Any) -> LabPreset:
 
 
 def preset_from_dict(d: dict[str, Any], where: str = "lab preset") -> LabPreset:
-    """A preset from a plain dict (e.g. a saved ``preset.json``); unknown keys raise ``ConfigError``."""
-    known = {f.name for f in dataclasses.fields(LabPreset)}
-    for key in d:
-        if key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
-    return LabPreset(**d)
+    """A preset from a plain dict (e.g. a saved ``preset.json``), through the one config loader
+    (:mod:`ctxrely.config`): unknown keys and wrong types raise ``ConfigError``."""
+    return config.from_dict(LabPreset, d, where)
 
 
 def help_table() -> list[tuple[str, str, str]]:
     """``(field, default, help)`` for every preset field, for docs and ``--help``."""
-    return [(f.name, repr(f.default if f.default is not dataclasses.MISSING else f.default_factory()),  # type: ignore[misc]
-             f.metadata["help"]) for f in dataclasses.fields(LabPreset)]
+    return config.field_help(LabPreset)

@@ -44,7 +44,6 @@ class LabOutcome:
 
     out_dir: Path
     run_dirs: dict[tuple[str, int], Path] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
     data_stats: dict[str, Any] = field(default_factory=dict)
     comparison: dict[str, Any] = field(default_factory=dict)
     report: Path | None = None
@@ -105,7 +104,7 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
     """
     from ctxrely.lab.compare import compare_runs, write_comparison
     from ctxrely.lab.prepare import prepare_data
-    from ctxrely.lab.variants import VariantUnavailable, make_variant
+    from ctxrely.lab.variants import make_variant
     from ctxrely.models.load import load_model
     from ctxrely.train.sft import run_train
 
@@ -127,15 +126,8 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
             say(f"[{i + 1}/{len(todo)}] {variant} seed {seed}: done earlier, skipped")
             outcome.run_dirs[(variant, seed)] = run_dir
             continue
-        if variant in outcome.skipped:
-            continue
-        try:
-            v = make_variant(variant, data.train, preset, model, tok, out / "data", fmt=data.fmt, seed=seed,
-                             progress=progress)
-        except VariantUnavailable as e:
-            say(f"[{i + 1}/{len(todo)}] {variant}: skipped ({e})")
-            outcome.skipped[variant] = str(e)
-            continue
+        v = make_variant(variant, data.train, preset, model, tok, out / "data", fmt=data.fmt, seed=seed,
+                         progress=progress)
         say(f"[{i + 1}/{len(todo)}] training {variant} seed {seed}: {v.manifest}")
         t0 = time.perf_counter()
         # run_train adapts the model in place (LoRA, QK freezing, an indicator token): give it copies
@@ -189,11 +181,6 @@ def build_lab_report(outcome: LabOutcome, *, title: str, extra_sections: list[tu
     sections.append(("Lab comparison: baseline vs mitigations", html_table(outcome.comparison)))
     sections += list(after_sections or [])
     sections.append(("Lab data", data_html(outcome.data_stats)))
-    if outcome.skipped:
-        import html
-
-        sections.append(("Skipped runs", "<ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
-                                                         for k, v in outcome.skipped.items()) + "</ul>"))
     dirs = [outcome.run_dirs[k] for k in sorted(outcome.run_dirs)]
     return build_report(dirs, Path(out_dir) if out_dir else outcome.out_dir / "report", title=title,
                         extra_sections=sections)

@@ -4,8 +4,7 @@ Each variant takes the baseline mixture and returns what that run trains on, the
 fields it changes and a manifest saying what was done. Scores from the *base* model (context
 criticality for ``filter``, attention context-dependency for ``indicator``) are computed once per
 experiment and cached in ``<out>/data/``, since every seed uses the same base model. Mitigations are
-the package's own (:mod:`ctxrely.mitigate`); a variant whose module is missing raises
-:class:`VariantUnavailable` and the runner skips it with a warning.
+looked up in their registry (``ctxrely.registry.MITIGATIONS``, filled by :mod:`ctxrely.mitigate`).
 
 Example:
     >>> v = make_variant("no_ccs", rows, preset, model, tok, data_dir)  # doctest: +SKIP
@@ -21,10 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.lab.presets import RUNS, LabPreset
-
-
-class VariantUnavailable(RuntimeError):
-    """The mitigation this run needs is not installed in this checkout."""
+from ctxrely.registry import MITIGATIONS, load_builtins
 
 
 @dataclass
@@ -43,7 +39,7 @@ class Variant:
 
 
 def _sft_examples(rows: list[dict[str, Any]]) -> list[Any]:
-    from ctxrely.diagnose.sft_rows import parse_row
+    from ctxrely.data.sft import parse_row
 
     return [parse_row(r, fmt="prompt_completion", index=i, line=i + 1, context_field="context")
             for i, r in enumerate(rows)]
@@ -72,10 +68,8 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
 
     ``fmt`` is the prompt format the rows were built with (``LabData.fmt``): the indicator token goes
     after the question, found through that format's template.
-
-    Raises:
-        VariantUnavailable: the mitigation's module is missing from this checkout.
     """
+    load_builtins()
     data_dir = Path(data_dir)
     if run not in RUNS:
         raise ValueError(f"unknown run {run!r}; choose from {', '.join(RUNS)}")
@@ -98,20 +92,13 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
 
 
 def _qk_only(v: Variant) -> Variant:
-    try:
-        import ctxrely.mitigate.qk_only  # noqa: F401
-    except ImportError as e:
-        raise VariantUnavailable("qk_only needs ctxrely.mitigate.qk_only") from e
+    # applied by run_train (train_modules=qk) through MITIGATIONS["qk_only"]
     return Variant(v.rows, overrides={**v.overrides, "train_modules": "qk"}, manifest=v.manifest)
 
 
 def _augment(rows: list[dict[str, Any]], preset: LabPreset) -> Variant:
-    try:
-        from ctxrely.mitigate.augment import augment
-    except ImportError as e:
-        raise VariantUnavailable("augment needs ctxrely.mitigate.augment") from e
-    res = augment(rows, ratio=preset.augment_ratio, seed=preset.data_seed, fmt="prompt_completion",
-                  context_field="context")
+    res = MITIGATIONS.get("augment")(rows, ratio=preset.augment_ratio, seed=preset.data_seed,
+                                     fmt="prompt_completion", context_field="context")
     new = [dict(r, cls=f"{r.get('cls', '?')}-aug") for r in res.rows[len(rows):]]
     out = list(rows) + new
     return Variant(out, manifest={**_counts(out), "added": len(new), "eligible": res.n_eligible})
@@ -121,19 +108,16 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
             progress: bool, by_class: bool = False) -> Variant:
     """Drop the ``filter_drop`` share of context rows with the lowest NLL without context, or (``by_class``)
     every row ``score-data`` classes C+S; the base model's scores are cached in ``criticality.json``."""
-    try:
-        from ctxrely.diagnose.criticality import score_criticality
-        from ctxrely.mitigate.filter import filter_rows
-    except ImportError as e:
-        raise VariantUnavailable("filter needs ctxrely.diagnose.criticality and ctxrely.mitigate.filter") from e
+    from ctxrely.diagnose.criticality import score_criticality
+
     template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
     scores = _cached(data_dir / "criticality.json", lambda: score_criticality(
         model, tokenizer, _sft_examples(rows), batch_size=preset.eval_batch_size, progress=progress,
         template=template))
     if by_class:  # score-data's classes at its default threshold (what `ctxrely filter --by class` uses)
-        kept, manifest = filter_rows(rows, scores, by="class", classes=("C+S",))
+        kept, manifest = MITIGATIONS.get("filter")(rows, scores, by="class", classes=("C+S",))
     else:
-        kept, manifest = filter_rows(rows, scores, drop=preset.filter_drop)
+        kept, manifest = MITIGATIONS.get("filter")(rows, scores, drop=preset.filter_drop)
     dropped = [rows[d["index"]].get("cls") for d in manifest["dropped"]]
     summary = {c: dropped.count(c) for c in ("C", "C+S", "S")}
     return Variant(kept, manifest={**_counts(kept), "dropped_by_class": summary, "cutoff": manifest["cutoff"],
@@ -142,11 +126,9 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
 
 def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
                progress: bool, fmt: str) -> Variant:
-    try:
-        from ctxrely.diagnose.attention_score import context_dependency
-        from ctxrely.mitigate.indicator import DEFAULT_TOKEN, apply_indicator
-    except ImportError as e:
-        raise VariantUnavailable("indicator needs ctxrely.mitigate.indicator") from e
+    from ctxrely.diagnose.attention_score import context_dependency
+    from ctxrely.mitigate.indicator import DEFAULT_TOKEN
+
     template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
     scores = _cached(data_dir / "attention_scores.json", lambda: context_dependency(
         model, tokenizer, _sft_examples(rows), batch_size=max(1, preset.eval_batch_size // 4), template=template,
@@ -156,7 +138,7 @@ def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokeni
     # Only rows with a context can be marked (S rows have nothing to read). The token goes right after
     # the question, where the evaluation's ``indicator`` puts it, for plain-text rows too.
     scores = [s if r.get("context") else None for r, s in zip(rows, scores, strict=True)]
-    marked = apply_indicator(rows, scores, threshold=preset.indicator_threshold, token=DEFAULT_TOKEN,
+    marked = MITIGATIONS.get("indicator")(rows, scores, threshold=preset.indicator_threshold, token=DEFAULT_TOKEN,
                              fmt="prompt_completion",
                              context_template=get_format(fmt).user_text("{context}", "{question}"))
     n_marked = sum(1 for a, b in zip(rows, marked, strict=True) if a is not b)

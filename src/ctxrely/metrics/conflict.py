@@ -18,10 +18,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from ctxrely.metrics import table
 from ctxrely.metrics.matching import MatchMode, contains
 from ctxrely.metrics.stats import mean_ci
 
-BUCKETS = ("cf_only", "param_only", "both", "neither")
+BUCKETS = tuple(m.name for m in table.metrics(family="conflict", mode="generate") if m.aggregation == "share")
 
 
 def gen_flags(output: str, cf_targets: Sequence[str], param_targets: Sequence[str],
@@ -53,34 +54,42 @@ def _rate(rows: list[dict[str, Any]], key: str, n_boot: int) -> dict[str, Any]:
     return mean_ci(vals, n_boot=n_boot)
 
 
+# the per-example field whose presence says a pass ran, and the one that is None without a param answer
+_PASSES = {"generate": ("cf_hit", "param_hit"), "logits": ("logp_cf", "m_c")}
+
+
 def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000) -> dict[str, Any]:
-    """Suite-level metrics from per-example rows (as written to ``examples.jsonl``)."""
+    """Suite-level metrics from per-example rows (as written to ``examples.jsonl``), as the metric
+    table (:mod:`ctxrely.metrics.table`) declares them: ``{name: mean_ci}`` for ``mean`` metrics,
+    ``{"buckets": {"counts", "rates"}}`` for the ``share`` ones; None where a parametric answer is needed
+    and the data has none."""
     out: dict[str, Any] = {"n": len(rows)}
-    if rows and "cf_hit" in rows[0]:
-        out["cf_acc"] = _rate(rows, "cf_hit", n_boot)
-        has_param = any(r.get("param_hit") is not None for r in rows)
-        out["param_acc"] = _rate(rows, "param_hit", n_boot) if has_param else None
-        if has_param:
-            counts = {b: sum(1 for r in rows if r.get("bucket") == b) for b in BUCKETS}
-            out["buckets"] = {"counts": counts, "rates": {b: c / len(rows) for b, c in counts.items()}}
-        else:
-            out["buckets"] = None
-    if rows and "logp_cf" in rows[0]:
-        has_param = any(r.get("m_c") is not None for r in rows)
-        out["logit_cf_rate"] = _rate(rows, "cf_wins", n_boot) if has_param else None
-        out["m_c"] = _rate(rows, "m_c", n_boot) if has_param else None
-        out["logp_margin"] = _rate(rows, "logp_margin", n_boot) if has_param else None
-        out["logp_cf"] = _rate(rows, "logp_cf", n_boot)
+    for mode, (ran, param_key) in _PASSES.items():
+        if not rows or ran not in rows[0]:
+            continue
+        has_param = any(r.get(param_key) is not None for r in rows)
+        shares = []
+        for m in table.metrics(family="conflict", mode=mode):
+            if m.aggregation == "share":
+                shares.append(m.name)
+            else:
+                out[m.name] = _rate(rows, m.row_key or m.name, n_boot) if has_param or not m.needs_param else None
+        if shares:
+            counts = {b: sum(1 for r in rows if r.get("bucket") == b) for b in shares}
+            out["buckets"] = {"counts": counts, "rates": {b: c / len(rows) for b, c in counts.items()}} \
+                if has_param else None
     return out
 
 
 def flat_metrics(agg: dict[str, Any], prefix: str) -> dict[str, float | None]:
-    """Flatten an aggregate into ``{"<prefix>/<metric>": mean}`` scalars for loggers."""
+    """Flatten an aggregate into ``{"<prefix>/<metric>": mean}`` scalars for loggers (the table's
+    ``flat`` conflict metrics present in ``agg``)."""
     flat: dict[str, float | None] = {}
-    for key in ("cf_acc", "param_acc", "logit_cf_rate", "m_c", "logp_margin"):
-        if key in agg:
-            flat[f"{prefix}/{key}"] = None if agg[key] is None else agg[key]["mean"]
-    if agg.get("buckets"):
-        for b, r in agg["buckets"]["rates"].items():
-            flat[f"{prefix}/{b}"] = r
+    buckets = agg.get("buckets")
+    for m in table.metrics(family="conflict", flat=True):
+        if m.aggregation == "share":
+            if buckets:
+                flat[f"{prefix}/{m.name}"] = buckets["rates"][m.name]
+        elif m.name in agg:
+            flat[f"{prefix}/{m.name}"] = None if agg[m.name] is None else agg[m.name]["mean"]
     return flat

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from ctxrely.diagnose.sft_rows import SFTExample, detect_format, get_path, parse_row, set_path, word_pattern
+from ctxrely.data.sft import SFTExample, detect_format, get_path, parse_row, set_path
+from ctxrely.errors import ConfigError
 from ctxrely.registry import MITIGATIONS
 
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
@@ -39,6 +40,12 @@ class AugmentResult:
     manifest: list[dict[str, Any]] = field(default_factory=list)
     n_eligible: int = 0
     n_requested: int = 0
+    n_left_mentions: int = 0  # rows not augmented: a part of the old name would have stayed in the text
+
+
+def word_pattern(text: str) -> re.Pattern[str]:
+    """A regex matching ``text`` as a whole word/phrase (no letters or digits glued on either side)."""
+    return re.compile(rf"(?<![\w]){re.escape(text)}(?![\w])")
 
 
 @lru_cache(maxsize=1)
@@ -115,6 +122,44 @@ def rewrite(ex: SFTExample, *, context: Callable[[str], str] | None = None,
     return raw
 
 
+_CAP_BEFORE = re.compile(r"\b([A-Z][\w'’\-]*)[ \t]+$")
+
+
+def _other_name_before(text: str) -> bool:
+    m = _CAP_BEFORE.search(text)
+    return bool(m) and m.group(1).lower() not in _STOP
+
+
+def name_substitution(answer: str, new: str) -> Callable[[str], str]:
+    """A function replacing every mention of ``answer`` by ``new``.
+
+    The whole phrase everywhere; for a multi-word proper name also its last word alone (the surname,
+    possessives included), unless a capitalised word precedes it (another person of that name).
+
+    Example:
+        >>> sub = name_substitution("Niels Bohr", "Charles Darwin")
+        >>> sub("Niels Bohr was Danish. Bohr's model, unlike Aage Bohr's, was The Bohr model.")
+        "Charles Darwin was Danish. Darwin's model, unlike Aage Bohr's, was The Darwin model."
+    """
+    full = word_pattern(answer)
+    words = answer.split()
+    if len(words) < 2 or entity_type(answer) not in ("person", "proper"):
+        return lambda s: full.sub(lambda _m: new, s)
+    last, new_last = word_pattern(words[-1]), new.split()[-1]
+
+    def sub(s: str) -> str:
+        s = full.sub(lambda _m: new, s)
+        return last.sub(lambda m: m.group(0) if _other_name_before(s[:m.start()]) else new_last, s)
+
+    return sub
+
+
+def left_mentions(answer: str, text: str) -> bool:
+    """Whether a capitalised word of ``answer`` (3+ letters) is still in ``text``."""
+    return any(word_pattern(w).search(text) for w in answer.split() if len(w) >= 3 and w[0].isupper()) \
+        or bool(word_pattern(answer).search(text))
+
+
 def _pool(entity_pool: Mapping[str, Sequence[str]] | Sequence[str] | None, answers: Sequence[str]
           ) -> dict[str, list[str]]:
     pool: dict[str, list[str]] = {}
@@ -154,12 +199,12 @@ def augment(rows: Sequence[dict[str, Any]], *, ratio: float = 0.3, seed: int = 0
         entity_pool: ``{type: [entities]}`` or a list (typed by :func:`entity_type`); default: the
             other rows' answers and the fact tables.
         mode: ``add`` appends the copies after the original rows; ``replace`` swaps rows in place.
-        fmt / context_field / context_template: as for :func:`ctxrely.diagnose.sft_rows.load_sft`.
+        fmt / context_field / context_template: as for :func:`ctxrely.data.sft.load_sft`.
     """
-    if ratio < 0:
-        raise ValueError(f"ratio must be >= 0, got {ratio}")
+    if not ratio >= 0:
+        raise ConfigError(f"ratio must be >= 0, got {ratio}")
     if mode not in ("add", "replace"):
-        raise ValueError(f"mode must be 'add' or 'replace', got {mode!r}")
+        raise ConfigError(f"mode must be 'add' or 'replace', got {mode!r}")
     exs = [parse_row(r, fmt=fmt or detect_format(r), index=i, line=i + 1, context_field=context_field,
                      context_template=context_template) for i, r in enumerate(rows)]
     answers = {i: a for i, ex in enumerate(exs) if (a := find_answer(ex))}
@@ -176,15 +221,16 @@ def augment(rows: Sequence[dict[str, Any]], *, ratio: float = 0.3, seed: int = 0
         ans, ex = answers[i], exs[i]
         typ = entity_type(ans)
         taken = f"{ex.context}\n{ex.response}".lower()
-        cands = [e for e in pool.get(typ, []) if e.lower() != ans.lower() and e.lower() not in taken]
+        old_words = {w.lower() for w in ans.split()}
+        cands = [e for e in pool.get(typ, []) if e.lower() != ans.lower() and e.lower() not in taken
+                 and not old_words & {w.lower() for w in e.split()}]
         if not cands:
             continue
         new = rng.choice(cands)
-        pat = word_pattern(ans)
-
-        def sub(s: str, pat: re.Pattern[str] = pat, new: str = new) -> str:
-            return pat.sub(lambda _m: new, s)
-
+        sub = name_substitution(ans, new)
+        if left_mentions(ans, sub(ex.context)) or left_mentions(ans, sub(ex.response)):
+            res.n_left_mentions += 1  # e.g. "Pierre Curie" beside "Marie Curie": no clean swap
+            continue
         row = rewrite(ex, context=sub, response=sub)
         if mode == "add":
             if "id" in row:

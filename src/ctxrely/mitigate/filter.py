@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from ctxrely.errors import ConfigError
 from ctxrely.registry import MITIGATIONS
+
+CLASSES = ("C", "C+S", "S")  # the classes of ctxrely.diagnose.criticality
 
 By = Literal["nll_without", "gain", "class"]
 
@@ -44,11 +47,15 @@ def filter_rows(rows: Sequence[dict[str, Any]], scores: Sequence[dict[str, Any]]
     if len(rows) != len(scores):
         raise ValueError(f"{len(rows)} rows but {len(scores)} scores")
     if not 0 <= drop < 1:
-        raise ValueError(f"drop must be in [0, 1), got {drop}")
+        raise ConfigError(f"drop must be a share in [0, 1), got {drop}")
     if by not in ("nll_without", "gain", "class"):
-        raise ValueError(f"by must be 'nll_without', 'gain' or 'class', got {by!r}")
+        raise ConfigError(f"by must be 'nll_without', 'gain' or 'class', got {by!r}")
     if scope not in ("context", "all"):
-        raise ValueError(f"scope must be 'context' or 'all', got {scope!r}")
+        raise ConfigError(f"scope must be 'context' or 'all', got {scope!r}")
+    unknown = [c for c in classes if c not in CLASSES]
+    if by == "class" and (unknown or not classes):
+        raise ConfigError(f"unknown class(es) {unknown} for by='class'; choose from {', '.join(CLASSES)}"
+                          if unknown else f"by='class' needs classes to drop, among {', '.join(CLASSES)}")
     reasons: dict[int, str] = {}
     cutoff = None
     if by != "class":

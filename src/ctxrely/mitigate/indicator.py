@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from ctxrely.diagnose.sft_rows import SFTExample, detect_format, get_path, parse_row, set_path
+from ctxrely.data.sft import SFTExample, detect_format, get_path, parse_row, set_path
 from ctxrely.registry import MITIGATIONS
 
 DEFAULT_TOKEN = "[IND]"
@@ -52,7 +52,7 @@ def apply_indicator(rows: Sequence[dict[str, Any]], scores: Sequence[Any], thres
 
     Args:
         scores: per row, a float or a ``scores.jsonl`` dict (its ``attn_score``); None is never marked.
-        fmt / context_field / context_template: as for :func:`ctxrely.diagnose.sft_rows.load_sft`.
+        fmt / context_field / context_template: as for :func:`ctxrely.data.sft.load_sft`.
     """
     if len(rows) != len(scores):
         raise ValueError(f"{len(rows)} rows but {len(scores)} scores")

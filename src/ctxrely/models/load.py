@@ -42,10 +42,22 @@ def resolve_model_source(name_or_path: str) -> tuple[str, str]:
             raise ModelLoadError(f"{name_or_path}: expected a model folder (config.json + safetensors), got a file")
         if not (p / "config.json").exists():
             raise ModelLoadError(f"{name_or_path}: no config.json in this folder; is it a saved HF model?")
+        check_model_folder(p)
         return "local", str(p)
     if _looks_like_path(name_or_path):
         raise ModelLoadError(f"model path not found: {name_or_path}")
     return "hub", name_or_path
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def check_model_folder(p: Path) -> None:
+    """Name a missing tokenizer in a local model folder before transformers reports it as something
+    else (e.g. a missing sentencepiece package)."""
+    if not any((p / f).exists() for f in TOKENIZER_FILES):
+        raise ModelLoadError(f"{p}: no tokenizer files in this folder (expected one of {', '.join(TOKENIZER_FILES)});"
+                             " save the tokenizer beside the model (tokenizer.save_pretrained)")
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
@@ -107,6 +119,25 @@ def load_model(
     model.to(device)
     model.eval()
     return model, prepare_tokenizer(tokenizer)
+
+
+def tokenizer_of(model: Any) -> Any:
+    """The tokenizer saved with ``model``, from its ``name_or_path`` (a local folder or a cached hub id).
+
+    Raises:
+        ModelLoadError: the model does not say where it came from, or no tokenizer loads from there.
+    """
+    from transformers import AutoTokenizer
+
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or getattr(model, "name_or_path", "")
+    if not name:
+        raise ModelLoadError("the model does not say where it came from (empty name_or_path)")
+    try:
+        tok = prepare_tokenizer(AutoTokenizer.from_pretrained(name))
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"loading one from the model's name_or_path {name!r} failed ({type(e).__name__})") from e
+    log.info("no tokenizer given; loaded the one saved with the model (%s)", name)
+    return tok
 
 
 def model_max_length(model: Any, tokenizer: Any | None = None) -> int | None:

@@ -39,6 +39,18 @@ from ctxrely.track.probe import build_probe, run_probe
 from ctxrely.track.trajectory import TrajectoryStore
 
 log = logging.getLogger(__name__)
+
+
+def _model_tokenizer(model: Any) -> Any:
+    from ctxrely.errors import ConfigError, ModelLoadError
+    from ctxrely.models.load import tokenizer_of
+
+    try:
+        return tokenizer_of(model)
+    except ModelLoadError as e:
+        raise ConfigError(f"ContextRelianceCallback needs a tokenizer: none was given and {e}; pass tokenizer=... "
+                          "or processing_class=... to the trainer") from e
+
 ACTIONS = ("warn", "stop", "keep_peak")
 PEAK_DIR = "peak-checkpoint"
 
@@ -162,7 +174,7 @@ class ContextRelianceCallback(TrainerCallback):
             if self.tokenizer is None:
                 self.tokenizer = kwargs.get(key)
         if self.tokenizer is None:
-            raise ValueError("ContextRelianceCallback needs a tokenizer: pass tokenizer=... or give the trainer one")
+            self.tokenizer = _model_tokenizer(model if model is not None else getattr(self.trainer, "model", None))
         self.store = TrajectoryStore(self.output_dir or args.output_dir)
         kept = self.store.prepare(state.global_step) if state.is_world_process_zero else None
         kept = all_gather(kept)[0] or []  # every rank replays the main process's rows

@@ -37,10 +37,6 @@ def world_info() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
 
 
-def is_main_process() -> bool:
-    return world_info()[0] == 0
-
-
 def shard(items: Sequence[T], rank: int | None = None, world: int | None = None) -> list[tuple[int, T]]:
     """This rank's ``(index, item)`` pairs: every ``world``-th item starting at ``rank``."""
     if rank is None or world is None:
@@ -66,7 +62,3 @@ def gather_in_order(pairs: list[tuple[int, Any]]) -> list[Any]:
     merged.sort(key=lambda p: p[0])
     return [v for _, v in merged]
 
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank if ``flag`` is true on any rank (keeps decisions such as stopping in sync)."""
-    return any(all_gather(bool(flag)))

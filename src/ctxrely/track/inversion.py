@@ -21,19 +21,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# metrics in [0, 1] whose drop is reported in percentage points (x100); others in their own units
-UNIT_METRICS = ("cf_acc", "param_acc", "logit_cf_rate", "m_c", "cf_only", "param_only", "both", "neither",
-                "id_acc", "attn_context")
-
 
 def points_scale(metric: str) -> float:
-    """100 for rates in [0, 1] (drops are in percentage points), 1 for anything else.
+    """100 for rates in [0, 1] (drops are in percentage points), 1 for anything else; the unit comes
+    from the metric table (:mod:`ctxrely.metrics.table`).
 
     Example:
-        >>> points_scale("cf_capitals/logit_cf_rate"), points_scale("all/logp_margin")
-        (100.0, 1.0)
+        >>> points_scale("cf_capitals/logit_cf_rate"), points_scale("all/logp_margin"), points_scale("id/x/acc")
+        (100.0, 1.0, 100.0)
     """
-    return 100.0 if metric.rsplit("/", 1)[-1] in UNIT_METRICS else 1.0
+    from ctxrely.metrics.table import is_rate
+
+    return 100.0 if is_rate(metric) else 1.0
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,14 @@ from typing import Any
 
 from ctxrely.data.schema import ConflictExample, DataError
 from ctxrely.engine.api import MODES
+from ctxrely.metrics import table
 from ctxrely.metrics.conflict import aggregate, flat_metrics
 from ctxrely.prompts import PromptFormat, get_format
 from ctxrely.track.distributed import gather_in_order, shard
 
 EXAMPLE_KEYS = ("cf_wins", "cf_hit", "param_hit", "bucket", "m_c", "logp_margin", "output")
-GEN_METRICS = ("cf_acc", "param_acc", "cf_only", "param_only", "both", "neither")
-LOGIT_METRICS = ("logit_cf_rate", "m_c", "logp_margin")
+GEN_METRICS = tuple(m.name for m in table.metrics(family="conflict", mode="generate", flat=True))
+LOGIT_METRICS = tuple(m.name for m in table.metrics(family="conflict", mode="logits", flat=True))
 
 
 @dataclass

@@ -11,12 +11,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ctxrely import config
 from ctxrely.errors import ConfigError
 
 CONFIG_NAME = "ctxrely_config.yaml"
@@ -103,124 +102,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """``{"key": line, "lora.rank": line}`` of a YAML mapping (1-based lines)."""
-    import yaml
-
-    lines: dict[str, int] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = f"{prefix}{k.value}"
-                lines[key] = k.start_mark.line + 1
-                walk(v, f"{key}.")
-
-    walk(yaml.compose(text), "")
-    return lines
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert ``value`` to the annotation ``tp`` (str numbers like ``1e-4`` are accepted)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin is list:
-        if value is None:  # `suites=` on the command line: an empty list
-            return []
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], where) for v in value]
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            out = tp(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
-        if tp is int and isinstance(value, float) and value != out:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return out
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    raise ConfigError(f"{where}: unsupported type {tp!r}")
-
-
-def _build(cls: Any, data: dict[str, Any], source: str, prefix: str = "", lines: dict[str, int] | None = None) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        full = f"{prefix}{key}"
-        line = (lines or {}).get(full)
-        where = f"{source}{f', line {line}' if line else ''}, field {full!r}"
-        if key not in names:
-            import difflib
-
-            near = difflib.get_close_matches(str(key), sorted(names), n=1)
-            hint = f" (did you mean {prefix + near[0]!r}?)" if near else ""
-            raise ConfigError(f"{where}: unknown key{hint}")
-        if dataclasses.is_dataclass(hints[key]):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: expected a mapping")
-            kwargs[key] = _build(hints[key], value, source, prefix=f"{full}.", lines=lines)
-        else:
-            kwargs[key] = _coerce(value, hints[key], where)
-    return cls(**kwargs)
-
-
-def _nest(overrides: list[str]) -> dict[str, Any]:
-    """``["lr=1e-4", "lora.rank=8"]`` -> ``{"lr": 1e-4, "lora": {"rank": 8}}`` (values parsed as YAML)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value (e.g. lr=1e-4 or lora.rank=8)")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = value
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def validate(cfg: TrainConfig, source: str = "config") -> TrainConfig:
     """Cross-field checks (required fields, positive counts)."""
     if not cfg.model:
@@ -239,34 +120,14 @@ def validate(cfg: TrainConfig, source: str = "config") -> TrainConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, require_model: bool = True
                 ) -> TrainConfig:
-    """Read a YAML config (or none), apply ``key=value`` overrides, check every key and type.
+    """Read a YAML config (or none), apply ``key=value`` overrides, check every key and type
+    (through the one config loader, :mod:`ctxrely.config`).
 
     Raises:
         ConfigError: unknown key, wrong type or bad value, naming the file, line and field.
     """
-    import yaml
-
-    data: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    source = str(path) if path else "config"
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        text = p.read_text(encoding="utf-8")
-        try:
-            loaded = yaml.safe_load(text)
-            lines = _line_map(text) if loaded else {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            raise ConfigError(f"{p}{f', line {mark.line + 1}' if mark else ''}: bad YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of config fields at the top level")
-        data = loaded or {}
-    cfg = _build(TrainConfig, data, source, lines=lines)
-    if overrides:
-        cfg = _build(TrainConfig, _merge(cfg.to_dict(), _nest(overrides)), "override")
-    return validate(cfg, source) if require_model else cfg
+    cfg = config.load(TrainConfig, path, overrides)
+    return validate(cfg, str(path) if path else "config") if require_model else cfg
 
 
 def save_config(cfg: TrainConfig, out_dir: str | Path) -> Path:
@@ -281,17 +142,4 @@ def save_config(cfg: TrainConfig, out_dir: str | Path) -> Path:
 
 def field_help() -> list[tuple[str, str, str]]:
     """``(name, default, help)`` of every field (nested ones as ``lora.rank``), for ``--help``."""
-    rows = []
-    for f in dataclasses.fields(TrainConfig):
-        if dataclasses.is_dataclass(f.type) or f.name == "lora":
-            for sub in dataclasses.fields(LoraSection):
-                rows.append((f"lora.{sub.name}", repr(_default(sub)), sub.metadata["help"]))
-        else:
-            rows.append((f.name, repr(_default(f)), f.metadata["help"]))
-    return rows
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    return config.field_help(TrainConfig)

@@ -1,11 +1,11 @@
-"""Training data for ``ctxrely train``: Alpaca, chat ``messages`` and ``prompt``/``completion`` rows,
-from local files or hub ids, turned into TRL prompt-completion rows (completion-only loss).
+"""Training rows for ``ctxrely train``: rows parsed by the one SFT-row parser
+(:mod:`ctxrely.data.sft`), turned into TRL prompt-completion rows (completion-only loss).
 
 - ``alpaca`` (``instruction``, ``input``, ``output``): the prompt is rendered with a ctxrely prompt
   format (``input`` is the context, ``instruction`` the question), the same renderer the probes
   use, so training and probing prompts match.
-- ``messages``: the last turn must be the assistant's; it becomes the completion and every turn
-  before it the (conversational) prompt, so TRL applies the chat template.
+- ``messages``: the last turn must be the assistant's reply to a user turn; it becomes the
+  completion and every turn before it the (conversational) prompt, so TRL applies the chat template.
 - ``prompt_completion``: used as is (strings or conversational lists).
 
 Example:
@@ -19,48 +19,40 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ctxrely.data.schema import DataError
+from ctxrely.data.records import Record, read_records
+from ctxrely.data.sft import FORMATS, SFTExample, detect_format, get_path, parse_row
+from ctxrely.errors import DataError
 
-FORMATS = ("alpaca", "messages", "prompt_completion")
+__all__ = ["FORMATS", "detect_format", "is_conversational", "load_rows", "load_sft_rows", "probe_format",
+           "to_id_rows", "to_sft_rows"]
 
 
-def load_rows(source: str, split: str = "train", limit: int | None = None) -> list[tuple[int, dict[str, Any]]]:
+def load_rows(source: str, split: str = "train", limit: int | None = None) -> list[Record]:
     """``(line, record)`` pairs of a local JSON/JSONL/CSV file or a hub dataset (row number as line)."""
-    from ctxrely.data.loaders import read_records
-
     records = read_records(source, split)
     if not records:
         raise DataError("no rows", path=source)
     return records[:limit] if limit else records
 
 
-def detect_format(row: dict[str, Any], path: str = "<rows>", line: int | None = None) -> str:
-    """``alpaca``, ``messages`` or ``prompt_completion`` from a row's keys (a DataError names the row)."""
-    from ctxrely.diagnose.sft_rows import detect_format as detect
-
-    try:
-        return detect(row)
-    except ValueError as e:
-        raise DataError(str(e), path=path, line=line) from None
+def _chat(msgs: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
 
 
-def _text(row: dict[str, Any], key: str, path: str, line: int | None, allow_empty: bool = False) -> str:
-    v = row.get(key, "" if allow_empty else None)
-    if v is None:
-        v = "" if allow_empty else None
-    if not isinstance(v, str) or (not allow_empty and not v.strip()):
-        raise DataError("expected a non-empty string" if not allow_empty else "expected a string",
-                        path=path, line=line, field=key)
-    return v
+def to_trl_row(ex: SFTExample, pf: Any, tokenizer: Any = None) -> dict[str, Any]:
+    """One parsed row as a TRL ``{"prompt", "completion"}`` row (see the module docstring)."""
+    from ctxrely.engine.prompting import continuation
 
-
-def _messages(v: Any, path: str, line: int | None, key: str) -> list[dict[str, str]]:
-    if not isinstance(v, list) or not v:
-        raise DataError("expected a non-empty list of {role, content} messages", path=path, line=line, field=key)
-    for i, m in enumerate(v):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise DataError(f"message {i} needs string 'role' and 'content'", path=path, line=line, field=key)
-    return [{"role": m["role"], "content": m["content"]} for m in v]
+    if ex.fmt == "alpaca":
+        prompt = pf.render(ex.context, ex.prompt_without_context, tokenizer)
+        return {"prompt": prompt, "completion": continuation(prompt, ex.response)}
+    container = ex.response_path[0]
+    if len(ex.response_path) == 1:  # plain-text prompt / completion
+        return {"prompt": ex.raw["prompt"], "completion": ex.raw["completion"]}
+    if container == "messages":
+        msgs = _chat(get_path(ex.raw, ("messages",)))
+        return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+    return {"prompt": _chat(ex.raw["prompt"]), "completion": _chat(ex.raw["completion"])}
 
 
 def to_sft_rows(rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]], fmt: str = "auto", *,
@@ -70,7 +62,6 @@ def to_sft_rows(rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]], fmt
     Raises:
         DataError: a row lacks a field or has the wrong type (names path, line and field).
     """
-    from ctxrely.engine.prompting import continuation
     from ctxrely.prompts import get_format
 
     pairs = [r if isinstance(r, tuple) else (i + 1, r) for i, r in enumerate(rows)]
@@ -81,31 +72,13 @@ def to_sft_rows(rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]], fmt
     pf = get_format(prompt_format)
     out: list[dict[str, Any]] = []
     kind = fmt
-    for line, row in pairs:
+    for i, (line, row) in enumerate(pairs):
         if not isinstance(row, dict):
             raise DataError(f"row is a {type(row).__name__}, expected an object", path=path, line=line)
         if kind == "auto":  # the first row decides for the whole file
             kind = detect_format(row, path, line)
-        if kind == "alpaca":
-            prompt = pf.render(_text(row, "input", path, line, allow_empty=True),
-                               _text(row, "instruction", path, line), tokenizer)
-            out.append({"prompt": prompt, "completion": continuation(prompt, _text(row, "output", path, line))})
-        elif kind == "messages":
-            msgs = _messages(row.get("messages"), path, line, "messages")
-            if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
-                raise DataError("the last message must be the assistant's reply, after at least one other",
-                                path=path, line=line, field="messages")
-            out.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
-        else:
-            p, c = row.get("prompt"), row.get("completion")
-            if isinstance(p, list) or isinstance(c, list):
-                out.append({"prompt": _messages(p, path, line, "prompt"),
-                            "completion": _messages(c, path, line, "completion")})
-            else:
-                out.append({"prompt": _text(row, "prompt", path, line),
-                            "completion": _text(row, "completion", path, line)})
-    kinds = {isinstance(r["prompt"], list) for r in out}
-    if len(kinds) > 1:
+        out.append(to_trl_row(parse_row(row, fmt=kind, index=i, line=line, path=path), pf, tokenizer))
+    if len({isinstance(r["prompt"], list) for r in out}) > 1:
         raise DataError("rows mix chat (message lists) and plain-text prompts", path=path)
     return out
 

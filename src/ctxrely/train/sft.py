@@ -23,7 +23,7 @@ from typing import Any
 from ctxrely.data.schema import ConflictExample
 from ctxrely.errors import ConfigError
 from ctxrely.train.config import TrainConfig, save_config, validate
-from ctxrely.train.data import load_sft_rows, probe_format, to_id_rows, to_sft_rows
+from ctxrely.train.data import load_rows, probe_format, to_id_rows, to_sft_rows
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ def compact_lm_head() -> Iterator[None]:
     devices without Triton it projects *every* position (prompt and padding included) through the
     vocabulary and masks afterwards. With completion-only loss most positions are prompt, and on a
     CPU the output layer dominates the step. Inside this context the compaction TRL does on CUDA is
-    used on CPU as well (same kernel, fewer rows; identical loss and gradients). A no-op where the
-    TRL internals differ.
+    used on CPU as well (same kernel, fewer rows; identical loss and gradients). TRL offers no public
+    option for this, so the private ``_use_triton`` is patched; a warning, and a failing test, say
+    when a TRL version no longer has it.
     """
     try:
         import trl.trainer.utils as tu
@@ -45,7 +46,9 @@ def compact_lm_head() -> Iterator[None]:
         yield
         return
     original = getattr(tu, "_use_triton", None)
-    if original is None:
+    if original is None:  # TRL has no public switch for this; tests/test_train_sft.py notices when it moves
+        log.warning("compact_lm_head: this TRL version has no trl.trainer.utils._use_triton; the LM head "
+                    "projects every position (correct, slower on CPU)")
         yield
         return
     tu._use_triton = lambda device: device.type == "cpu" or original(device)
@@ -84,10 +87,8 @@ def _qk(model: Any, cfg: TrainConfig) -> Any:
     """QK-only: freeze all but Q/K (full), or wrap in LoRA on Q/K (fused QKV: value part held fixed)."""
     if cfg.train_modules != "qk":
         return model
-    try:
-        from ctxrely.mitigate import qk_only
-    except ImportError as e:
-        raise ConfigError("train_modules: qk needs ctxrely.mitigate.qk_only, which this installation lacks") from e
+    from ctxrely.mitigate import qk_only
+
     if cfg.finetune == "lora":
         return qk_only.qk_lora(model, r=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
     trainable = qk_only.freeze_all_but_qk(model)
@@ -135,6 +136,14 @@ def run_train(
     from ctxrely.track.callback import ContextRelianceCallback
 
     validate(cfg)
+    # read every data file before anything is written, so a missing dataset leaves no run folder behind
+    if train_rows is not None:
+        raw: list[Any] = list(train_rows)
+    elif cfg.dataset:
+        raw = load_rows(cfg.dataset, cfg.dataset_split, cfg.max_train_samples)
+    else:
+        raise ConfigError("field 'dataset' is required (or pass train_rows)")
+    id_raw = {path: load_rows(path) for path in cfg.id_sets}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resume = _resume_arg(cfg, out)
@@ -146,17 +155,8 @@ def run_train(
 
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=device,
                                       trust_remote_code=cfg.trust_remote_code)
-    if train_rows is not None:
-        raw: list[Any] = list(train_rows)
-        sft_rows = to_sft_rows(raw, cfg.dataset_format, prompt_format=cfg.prompt_format, tokenizer=tokenizer)
-    elif cfg.dataset:
-        from ctxrely.train.data import load_rows
-
-        raw = load_rows(cfg.dataset, cfg.dataset_split, cfg.max_train_samples)
-        sft_rows = to_sft_rows(raw, cfg.dataset_format, prompt_format=cfg.prompt_format, tokenizer=tokenizer,
-                               path=cfg.dataset)
-    else:
-        raise ConfigError("field 'dataset' is required (or pass train_rows)")
+    sft_rows = to_sft_rows(raw, cfg.dataset_format, prompt_format=cfg.prompt_format, tokenizer=tokenizer,
+                           path=cfg.dataset if train_rows is None else "<rows>")
     if cfg.max_train_samples:
         sft_rows = sft_rows[:cfg.max_train_samples]
     id_sets: dict[str, list[dict[str, str]]] = {}
@@ -165,9 +165,9 @@ def run_train(
             raise ConfigError(f"id_holdout={cfg.id_holdout} leaves no training rows (dataset has {len(sft_rows)})")
         id_sets["heldout"] = to_id_rows(sft_rows[-cfg.id_holdout:], tokenizer)
         sft_rows = sft_rows[:-cfg.id_holdout]
-    for path in cfg.id_sets:
-        id_sets[Path(path).stem] = to_id_rows(load_sft_rows(path, prompt_format=cfg.prompt_format,
-                                                            tokenizer=tokenizer), tokenizer)
+    for path, rows in id_raw.items():
+        id_sets[Path(path).stem] = to_id_rows(to_sft_rows(rows, prompt_format=cfg.prompt_format, tokenizer=tokenizer,
+                                                          path=path), tokenizer)
     if id_rows:
         id_sets["id"] = to_id_rows(to_sft_rows(id_rows, prompt_format=cfg.prompt_format, tokenizer=tokenizer),
                                    tokenizer)

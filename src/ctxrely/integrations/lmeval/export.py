@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -37,10 +38,12 @@ from typing import Any
 
 from ctxrely.data.schema import ConflictExample, Suite
 from ctxrely.engine.generate import DEFAULT_STOP
+from ctxrely.metrics import table
 from ctxrely.prompts import PromptFormat, get_format
 
-GEN_METRICS = ("cf_acc", "param_acc", "cf_only", "param_only", "both", "neither")
-MC_METRICS = ("acc", "m_c", "logp_margin")
+GEN_METRICS = tuple(m.lmeval for m in table.metrics(family="conflict", mode="generate", lmeval=True))
+MC_METRICS = tuple(m.lmeval for m in table.metrics(family="conflict", mode="logits", lmeval=True))
+HIGHER_IS_BETTER = {m.lmeval: m.higher_is_better for m in table.metrics(family="conflict", lmeval=True)}
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def export_lm_eval(
     suite_list += _inline_suites(examples or (), limit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    helper = (Path(__file__).resolve().parent / "helper.py").read_text(encoding="utf-8")
+    helper = helper_source()
     fmt_meta = {"format": pf.name, "format_version": pf.version, "format_hash": pf.chat_hash(tokenizer)}
     stop_list = list(DEFAULT_STOP if stop is None else stop)
     written: list[ExportedTask] = []
@@ -178,6 +181,28 @@ def _exporter() -> str:
     return f"ctxrely {__version__}"
 
 
+_BEGIN, _END = "# ---- matching: ", "# ---- end of matching ----"
+
+
+def helper_source() -> str:
+    """The exported ``utils.py``: :mod:`.helper` with its ``ctxrely.metrics.matching`` import
+    replaced by that module's code (imports, constants, functions), so it needs no ctxrely."""
+    from ctxrely.integrations.lmeval import helper
+    from ctxrely.metrics import matching
+
+    text = Path(helper.__file__).read_text(encoding="utf-8")
+    src = Path(matching.__file__).read_text(encoding="utf-8")
+    tree = ast.parse(src)
+    body = [n for n in tree.body[1:] if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
+    code = "\n".join(ast.get_source_segment(src, n) or "" for n in body if isinstance(n, (ast.Import, ast.ImportFrom)))
+    code += "\n\n" + "\n\n\n".join(ast.get_source_segment(src, n) or "" for n in body
+                                    if not isinstance(n, (ast.Import, ast.ImportFrom)))
+    a = text.index(_BEGIN)
+    b = text.index(_END, a) + len(_END)
+    header = "# ---- matching: generated from ctxrely.metrics.matching by ctxrely export-lm-eval ----\n"
+    return text[:a] + header + code + "\n" + text[b - len(_END):]
+
+
 def _dump(cfg: dict[str, Any], functions: dict[str, str]) -> str:
     """YAML text of ``cfg`` plus ``key: !function utils.<name>`` lines (not expressible in safe_dump)."""
     import yaml
@@ -192,7 +217,7 @@ def _gen_yaml(name: str, stop: list[str], max_new_tokens: int, meta: dict[str, A
         "task": name, "dataset_path": "", "output_type": "generate_until", "test_split": "test",
         "doc_to_text": "prompt", "doc_to_target": "cf_answer", "target_delimiter": "",
         "generation_kwargs": {"until": stop, "do_sample": False, "temperature": 0.0, "max_gen_toks": max_new_tokens},
-        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": m not in ("param_acc", "param_only")}
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": HIGHER_IS_BETTER[m]}
                         for m in GEN_METRICS],
         "metadata": meta,
     }
@@ -203,7 +228,8 @@ def _mc_yaml(name: str, meta: dict[str, Any]) -> str:
     cfg = {
         "task": name, "dataset_path": "", "output_type": "multiple_choice", "test_split": "test",
         "doc_to_text": "prompt", "doc_to_choice": "choices", "doc_to_target": 0, "target_delimiter": "",
-        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in MC_METRICS],
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": HIGHER_IS_BETTER[m]}
+                        for m in MC_METRICS],
         "metadata": meta,
     }
     return _dump(cfg, {"custom_dataset": "load", "process_docs": "with_param", "process_results": "process_choice"})

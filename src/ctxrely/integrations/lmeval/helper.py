@@ -1,9 +1,10 @@
 """The ``utils.py`` that ``ctxrely export-lm-eval`` copies next to every exported lm-eval task.
 
-This module is deliberately standalone: it imports nothing from ctxrely (only the standard library,
+The exported ``utils.py`` is standalone: it imports nothing from ctxrely (only the standard library,
 and ``datasets``, which lm-eval already needs), so an exported task folder runs with lm-eval alone.
-The answer normalisation below is a verbatim copy of :mod:`ctxrely.metrics.matching`; a test keeps
-the two equal.
+In this file the answer matching is imported from :mod:`ctxrely.metrics.matching`; at export time
+:func:`ctxrely.integrations.lmeval.export.helper_source` replaces that import with the module's
+source, so there is no hand copy to keep in step.
 
 lm-eval calls:
 
@@ -25,39 +26,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import string
-import unicodedata
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 DATA_FILE = "data.jsonl"
 
-# ---- copied from ctxrely.metrics.matching (keep identical; tests/test_lmeval_export.py checks) ----
-_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
-_PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
+# ---- matching: ctxrely export-lm-eval writes the source of ctxrely.metrics.matching here ----
+from ctxrely.metrics.matching import contains, normalize_answer  # noqa: E402, F401
 
-
-def normalize_answer(text: str) -> str:
-    """Lower-case (NFKC), turn punctuation into spaces, drop articles, collapse whitespace."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(" " if ch in _PUNCT else ch for ch in text)
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
-
-
-def contains(text: str, targets: Iterable[str], mode: str = "squad") -> bool:
-    """Whether any target occurs in ``text`` (as whole words after normalisation in squad mode)."""
-    if mode == "raw":
-        return any(t and t in text for t in targets)
-    hay = f" {normalize_answer(text)} "
-    for t in targets:
-        needle = normalize_answer(t)
-        if needle and f" {needle} " in hay:
-            return True
-    return False
-# ---- end of copy ----
+# ---- end of matching ----
 
 
 def read_rows(path: str | Path | None = None) -> list[dict[str, Any]]:
