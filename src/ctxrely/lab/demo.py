@@ -155,7 +155,7 @@ def measured_html(live: dict[str, Any] | None = None) -> str | None:
                  + (f"its drops ({html.escape(', '.join(f'{v} z = {z:.1f}' for v, z in zs))}; z = drop / paired "
                     "SE) are " + ("within noise: about 2 is what picking the peak of a few noisy evaluations gives "
                                   "by itself" if max(z for _, z in zs) < 2.5 else "partly clear of noise")
-                    if zs else "its drop is too small to read") + ". ")
+                    if zs else "its drop has no paired SE to read it by") + ". ")
     return ("<p><strong>Not run by this demo.</strong> Measured earlier with <code>ctxrely lab --preset long</code> "
             "(reduced for a 2-core CPU) and <code>ctxrely lab-table</code>; <code>make lab-long</code> runs the full "
             "preset. " + live_text + "This table is the evidence for the inversion and the mitigations.</p>"
