@@ -53,6 +53,10 @@ def experiment(tmp_path):
     # no_ccs: ends at its peak in both seeds, but ID accuracy only 0.9 (< 98% of the baseline's 1.0)
     make_run(out, "no_ccs", 0, {0: ZERO, 2: HALF, 4: UP}, {0: 0.0, 2: 0.4, 4: 0.9})
     make_run(out, "no_ccs", 1, {0: ZERO, 2: HALF, 4: UP}, {0: 0.0, 2: 0.4, 4: 0.9})
+    # marked done but its trajectory is empty
+    (out / "runs" / "no_ccs-s2").mkdir(parents=True)
+    (out / "runs" / "no_ccs-s2" / "trajectory.jsonl").write_text("")
+    (out / "runs" / "no_ccs-s2" / "lab_done.json").write_text("{}")
     # an interrupted run: evaluated at steps 0 and 2, no lab_done.json
     make_run(out, "filter", 2, {0: ZERO, 2: HALF}, ACC, done=False)
     return out
@@ -90,6 +94,7 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert set(missing) == {("baseline", 2), ("filter", 2), ("no_ccs", 2)}
     assert missing[("filter", 2)].startswith("unfinished: last evaluation at step 2 of 4")
     assert missing[("baseline", 2)] == "not started"
+    assert missing[("no_ccs", 2)].startswith("finished but unreadable:") and "no evaluations" in missing[("no_ccs", 2)]
     assert t["partial"] == {"filter-s2": [[0, 0.0], [2, 0.5]]} and "- filter-s2: 0: 0.00, 2: 0.50" in markdown(t)
     md = markdown(t)
     assert "1. no_ccs: removes 100%" in md and "2. filter: removes 67% (drop 25.0 ± 25.0 pts smaller, n=2)" in md

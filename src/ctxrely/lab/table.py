@@ -70,7 +70,11 @@ def scan_experiment(folder: str | Path) -> tuple[list[dict[str, Any]], dict[tupl
             pending[key] = (f"unfinished: last evaluation at step {steps[-1]} of {preset.get('max_steps')}"
                             if steps else "unfinished: started, no evaluation yet") + f" ({d})"
             continue
-        s = summarize_run(d)
+        try:
+            s = summarize_run(d)
+        except (FileNotFoundError, ValueError) as e:  # marked done, yet nothing to read
+            pending[key] = f"finished but unreadable: {e}"
+            continue
         run = load_run(d)
         ids = dict(run.series(run.id_metric())) if run.id_metric() else {}
         series = [[st, v, ids.get(st)] for st, v in run.series(s["metric"])]
