@@ -45,13 +45,14 @@ class IclLabSettings:
     similarity: str = "bm25"
     passes: int = 3  # context draws per training row (fresh demonstrations per pass)
     n_train: int = 400
-    n_probe: int = 32
+    n_probe: int = 16
     max_steps: int = 120
     eval_every: int = 30
     batch_size: int = 8
     lr: float = 1e-3
     lora_rank: int = 16
     max_length: int = 256
+    max_new_tokens: int = 12
 
 
 def experiment_data(s: IclLabSettings) -> tuple[list[dict[str, str]], dict[str, list[Any]]]:
@@ -84,7 +85,8 @@ def train_config(s: IclLabSettings, strategy: str, seed: int, run_dir: Path) -> 
                        batch_size=s.batch_size, max_length=s.max_length, seed=seed, finetune="lora",
                        lora=LoraSection(rank=s.lora_rank, alpha=2 * s.lora_rank), eval_every=s.eval_every,
                        suites=[], eval_limit=None, eval_mode="generate", eval_format="raw",
-                       metric="icl_probe/cf_acc", attention_subset=0, logging_steps=10, save_final=False,
+                       metric="icl_probe/cf_acc", attention_subset=0, eval_max_new_tokens=s.max_new_tokens,
+                       logging_steps=10, save_final=False,
                        device="cpu", dtype="float32")
 
 
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", default=",".join(d.strategies))
     ap.add_argument("--seeds", default="0")
     for name in ("model", "k", "p", "eps", "similarity", "passes", "n_train", "n_probe", "max_steps", "eval_every",
-                 "batch_size", "lr", "lora_rank", "max_length"):
+                 "batch_size", "lr", "lora_rank", "max_length", "max_new_tokens"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

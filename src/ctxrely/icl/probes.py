@@ -62,6 +62,25 @@ def probe_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
     return {m["name"]: metrics.get(m["key"]) for m in ICL_METRICS}
 
 
+def score_outputs(examples: dict[str, Sequence[ConflictExample]], outputs: dict[tuple[str, str], str]
+                  ) -> dict[str, float | None]:
+    """The named scores of given outputs (``{(suite, id): text}``), aggregated exactly as the callback does.
+
+    Example:
+        >>> ex = {"icl_probe": [ConflictExample("a", "icl_probe", "Question: x y\\nAnswer: ko", "x", "ko")]}
+        >>> score_outputs(ex, {("icl_probe", "a"): "ko"})["icl_score"]
+        1.0
+    """
+    from ctxrely.metrics.conflict import aggregate, flat_metrics, gen_flags
+
+    flat: dict[str, Any] = {}
+    for suite, exs in examples.items():
+        rows = [{"suite": suite, "id": e.id, **gen_flags(outputs[(suite, e.id)], e.cf_targets(), e.param_targets())}
+                for e in exs]
+        flat.update(flat_metrics(aggregate(rows, n_boot=0), suite))
+    return probe_scores(flat)
+
+
 def _demo(r: dict[str, str], sim: float, kind: str) -> Demo:
     return Demo(r["id"], r["input"], r["output"], round(float(sim), 6), kind)
 
