@@ -109,3 +109,25 @@ def lexicon_task(
         {"id": f"nv{i}", "input": c, "output": task.translate(c)} for i, c in enumerate(novel[:n_novel])
     ]
     return task
+
+
+def write_task(out_dir: str, seed: int = 0) -> list[str]:
+    """Write ``train.jsonl`` (the pool), ``test.jsonl`` and ``novel.jsonl`` of :func:`lexicon_task` to ``out_dir``."""
+    import json
+    from pathlib import Path
+
+    task = lexicon_task(seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, rows in (("train", task.train), ("test", task.test), ("novel", task.novel)):
+        path = out / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+if __name__ == "__main__":  # python -m ctxrely.icl.lexicon OUT_DIR
+    import sys
+
+    print("\n".join(write_task(sys.argv[1] if len(sys.argv) > 1 else "velan")))
