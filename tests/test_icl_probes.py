@@ -37,6 +37,7 @@ def test_metric_declarations_are_complete():
     assert len(names) == len(set(names)) and {"icl_score", "iwl_score", "copy_score", "icl_acc_zero"} <= set(names)
     assert all({"mode", "higher_is_better", "aggregation", "key"} <= set(m) for m in ICL_METRICS)
     assert probe_scores({"icl_probe/cf_acc": 0.25})["icl_score"] == 0.25
+    assert probe_scores({"x_iwl_probe/cf_acc": 0.5}, prefix="x_")["copy_score"] == 0.5
 
 
 def test_probe_suites_hold_what_the_definitions_say():

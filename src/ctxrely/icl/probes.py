@@ -56,10 +56,11 @@ ICL_METRICS: tuple[dict[str, Any], ...] = (
 )
 
 
-def probe_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
+def probe_scores(metrics: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
     """The named ICL metrics (``icl_score``, ``iwl_score``, ``copy_score``, ``icl_acc_<bucket>``) from
-    a probe's flat metrics or a trajectory row."""
-    return {m["name"]: metrics.get(m["key"]) for m in ICL_METRICS}
+    a probe's flat metrics or a trajectory row; ``prefix`` is prepended to the suite names
+    (``"velan_"`` for the built-in Velan suites)."""
+    return {m["name"]: metrics.get(prefix + m["key"]) for m in ICL_METRICS}
 
 
 def score_outputs(examples: dict[str, Sequence[ConflictExample]], outputs: dict[tuple[str, str], str]

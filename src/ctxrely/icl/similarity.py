@@ -92,6 +92,14 @@ def _embed(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
 def similarity_matrix(queries: Sequence[str], docs: Sequence[str], kind: str = "chrf") -> np.ndarray:
     """``S[i, j]`` = similarity of demonstration ``docs[j]`` to target ``queries[i]``, in [0, 1]."""
     fn = {"chrf": _chrf, "bm25": _bm25, "embed": _embed}[check_similarity(kind)]
+    need = {"chrf": "sacrebleu", "bm25": "bm25s"}.get(kind)
+    if need:
+        import importlib.util
+
+        if importlib.util.find_spec(need) is None:
+            from ctxrely.errors import CtxrelyError
+
+            raise CtxrelyError(f"similarity {kind!r} needs the {need} package: pip install 'ctxrely[icl]'")
     if not queries or not docs:
         return np.zeros((len(queries), len(docs)))
     return fn(list(queries), list(docs))
