@@ -63,6 +63,19 @@ def test_probe_suites_hold_what_the_definitions_say():
     assert {"icl_low", "icl_medium", "icl_high"} <= set(b)
 
 
+def test_word_accuracy_on_hand_built_logs(tmp_path):
+    from ctxrely.icl.report import word_accuracy
+
+    probe = [_ex("iwl_probe", 0, "d0", param="ka lo"), _ex("iwl_probe", 1, "d1", param="mi nu")]
+    (tmp_path / "probe_set.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in probe))
+    logs = [{"step": 0, "rows": [{"suite": "iwl_probe", "id": "0", "output": "lo ka"},
+                                 {"suite": "iwl_probe", "id": "1", "output": ""}]},
+            {"step": 5, "rows": [{"suite": "iwl_probe", "id": "0", "output": "ka lo extra"},
+                                 {"suite": "iwl_probe", "id": "1", "output": "mi"}]}]
+    (tmp_path / "trajectory_examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
+    assert word_accuracy(tmp_path) == {0: 0.0, 5: 0.75}  # position matters; 3 of 4 words at step 5
+
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
