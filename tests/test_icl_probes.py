@@ -64,7 +64,7 @@ def test_probe_suites_hold_what_the_definitions_say():
 
 
 def test_word_accuracy_on_hand_built_logs(tmp_path):
-    from ctxrely.icl.report import word_accuracy
+    from ctxrely.icl.report import word_accuracy, word_copy_rate
 
     probe = [_ex("iwl_probe", 0, "d0", param="ka lo"), _ex("iwl_probe", 1, "d1", param="mi nu")]
     (tmp_path / "probe_set.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in probe))
@@ -74,6 +74,9 @@ def test_word_accuracy_on_hand_built_logs(tmp_path):
                                  {"suite": "iwl_probe", "id": "1", "output": "mi"}]}]
     (tmp_path / "trajectory_examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
     assert word_accuracy(tmp_path) == {0: 0.0, 5: 0.75}  # position matters; 3 of 4 words at step 5
+    logs[1]["rows"][1]["output"] = "d1 nu"  # item 1 copies the demo word "d1"
+    (tmp_path / "trajectory_examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
+    assert word_copy_rate(tmp_path) == {0: 0.0, 5: 0.5}
 
 
 torch = pytest.importorskip("torch")

@@ -31,28 +31,47 @@ def _mean(vals: Sequence[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
-def word_accuracy(run_dir: Path, suite: str = "iwl_probe") -> dict[int, float]:
-    """Per evaluated step: the share of gold-label words the output gets right *at their position*
-    (word ``i`` of the output equals word ``i`` of the taught label); a finer IWL reading than whole-label
-    accuracy while the lexicon is half learned. Read from ``probe_set.jsonl`` and ``trajectory_examples.jsonl``."""
-    gold = {}
+def _word_level(run_dir: Path, suite: str, score: Any) -> dict[int, float]:
+    """Per evaluated step, ``sum(score(item, output)) / sum(weight)`` over the suite's logged outputs."""
+    items = {}
     for line in (run_dir / "probe_set.jsonl").read_text(encoding="utf-8").splitlines():
         e = json.loads(line)
         if e["suite"] == suite:
-            gold[e["id"]] = (e["param_answer"] or e["cf_answer"]).split()
+            items[e["id"]] = e
     out: dict[int, float] = {}
     path = run_dir / "trajectory_examples.jsonl"
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         rec = json.loads(line)
-        hits = total = 0
+        hits = total = 0.0
         for r in rec["rows"]:
-            if r["suite"] == suite and r["id"] in gold:
-                words = str(r.get("output") or "").split()
-                hits += sum(1 for i, w in enumerate(gold[r["id"]]) if i < len(words) and words[i] == w)
-                total += len(gold[r["id"]])
+            if r["suite"] == suite and r["id"] in items:
+                h, n = score(items[r["id"]], str(r.get("output") or "").split())
+                hits, total = hits + h, total + n
         if total:
             out[int(rec["step"])] = hits / total
     return out
+
+
+def word_accuracy(run_dir: Path, suite: str = "iwl_probe") -> dict[int, float]:
+    """Per evaluated step: the share of taught-label words the output gets right *at their position*
+    (word ``i`` of the output equals word ``i`` of the label); a finer IWL reading than whole-label
+    accuracy while the lexicon is half learned. Read from ``probe_set.jsonl`` and ``trajectory_examples.jsonl``."""
+    def score(e: dict[str, Any], words: list[str]) -> tuple[int, int]:
+        gold = (e["param_answer"] or e["cf_answer"]).split()
+        return sum(1 for i, w in enumerate(gold) if i < len(words) and words[i] == w), len(gold)
+
+    return _word_level(run_dir, suite, score)
+
+
+def word_copy_rate(run_dir: Path, suite: str = "iwl_probe") -> dict[int, float]:
+    """Per evaluated step: the share of IWL-probe outputs holding at least one word of a dissimilar
+    demonstration's label that is not a word of the taught label (word-level blind copying; the
+    Copy-score counts whole labels only)."""
+    def score(e: dict[str, Any], words: list[str]) -> tuple[int, int]:
+        demo = {w for lab in [e["cf_answer"], *e["cf_aliases"]] for w in lab.split()}
+        return int(bool((demo - set((e["param_answer"] or "").split())) & set(words))), 1
+
+    return _word_level(run_dir, suite, score)
 
 
 def collect(out: Path, strategies: Sequence[str]) -> dict[str, Any]:
@@ -62,9 +81,10 @@ def collect(out: Path, strategies: Sequence[str]) -> dict[str, Any]:
         rows = _trajectory(d)
         if not rows or not (d / "lab_done.json").exists():
             continue
-        words = word_accuracy(d)
+        words, copies = word_accuracy(d), word_copy_rate(d)
         runs[d.name] = {"strategy": d.name.rsplit("-s", 1)[0], "steps": [r["step"] for r in rows],
-                        "scores": [{**probe_scores(r), "iwl_word_acc": words.get(int(r["step"]))} for r in rows]}
+                        "scores": [{**probe_scores(r), "iwl_word_acc": words.get(int(r["step"])),
+                                    "copy_word_rate": copies.get(int(r["step"]))} for r in rows]}
     per: dict[str, Any] = {}
     for st in strategies:
         mine = [r for r in runs.values() if r["strategy"] == st]
@@ -107,9 +127,9 @@ def plot_probes(per: dict[str, Any], out: Path) -> list[Path]:
             pts = [(s, y) for s, y in zip(d["steps"], ys, strict=True) if y is not None]
             if pts:
                 ax.plot(*zip(*pts, strict=True), "-o", ms=3, color=COLORS[i % len(COLORS)], label=st)
-            words = [(s, y) for s, y in zip(d["steps"], d["curves"].get("iwl_word_acc", []), strict=False)
-                     if y is not None]
-            if name == "iwl_score" and words:
+            extra = {"iwl_score": "iwl_word_acc", "copy_score": "copy_word_rate"}.get(name, "")
+            words = [(s, y) for s, y in zip(d["steps"], d["curves"].get(extra, []), strict=False) if y is not None]
+            if words:
                 ax.plot(*zip(*words, strict=True), "--", lw=1, color=COLORS[i % len(COLORS)])
         ax.set_title(name.replace("_", "-").replace("score", "score").upper().replace("-SCORE", "-score"))
         ax.set_xlabel("optimizer step")
@@ -117,14 +137,14 @@ def plot_probes(per: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         if j == 0:
             ax.legend(fontsize=8)
-        if name == "iwl_score":
-            ax.set_xlabel("optimizer step (dashed: word accuracy)")
+        if name in ("iwl_score", "copy_score"):
+            ax.set_xlabel("optimizer step (dashed: word level)")
     return _save(fig, out, "icl_probes")
 
 
 def markdown(per: dict[str, Any]) -> str:
     """The final scores per strategy as a Markdown table (step-0 value in brackets)."""
-    cols = [*PROBES, "iwl_word_acc", *(f"icl_acc_{b}" for b in BUCKETS)]
+    cols = [*PROBES, "iwl_word_acc", "copy_word_rate", *(f"icl_acc_{b}" for b in BUCKETS)]
     lines = ["| strategy | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for st, d in per.items():
         cells = [f"{d['final'][c]:.2f} ({d['step0'][c]:.2f})" if d["final"].get(c) is not None else "-" for c in cols]
