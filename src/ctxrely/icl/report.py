@@ -131,7 +131,7 @@ def plot_probes(per: dict[str, Any], out: Path) -> list[Path]:
             words = [(s, y) for s, y in zip(d["steps"], d["curves"].get(extra, []), strict=False) if y is not None]
             if words:
                 ax.plot(*zip(*words, strict=True), "--", lw=1, color=COLORS[i % len(COLORS)])
-        ax.set_title(name.replace("_", "-").replace("score", "score").upper().replace("-SCORE", "-score"))
+        ax.set_title({"icl_score": "ICL-score", "iwl_score": "IWL-score", "copy_score": "Copy-score"}[name])
         ax.set_xlabel("optimizer step")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
