@@ -25,6 +25,7 @@ COMMANDS = [
     "score_data_cmd",
     "filter_cmd",
     "augment_cmd",
+    "icl_data_cmd",
     "models_cmd",
     "theory_cmd",
     "lab_cmd",

@@ -72,6 +72,8 @@ class TrainConfig:
     eval_limit: int | None = field(default=64, metadata={"help": "first n examples of each suite"})
     eval_mode: Literal["logits", "generate", "both"] = field(default="logits", metadata={
         "help": "logits (cheap), generate, or both"})
+    eval_max_new_tokens: int = field(default=32, metadata={
+        "help": "generate/both probes: the most tokens generated per answer"})
     eval_format: str = field(default="auto", metadata={
         "help": "prompt format of the probes; auto: prompt_format for alpaca data, chat for messages, raw otherwise"})
     id_sets: list[str] = field(default_factory=list, metadata={
@@ -106,7 +108,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> TrainConfig:
     """Cross-field checks (required fields, positive counts)."""
     if not cfg.model:
         raise ConfigError(f"{source}: field 'model' is required (a zoo name, local folder or hub id)")
-    for name in ("batch_size", "grad_accum", "max_length", "eval_every", "patience", "logging_steps"):
+    for name in ("batch_size", "grad_accum", "max_length", "eval_every", "patience", "logging_steps",
+                 "eval_max_new_tokens"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{source}: field {name!r} must be >= 1, got {getattr(cfg, name)}")
     if cfg.max_steps is not None and cfg.max_steps < 1:

@@ -177,7 +177,8 @@ def run_train(
         suites=cfg.suites, examples=eval_examples, id_sets=id_sets or None, eval_every=cfg.eval_every,
         mode=cfg.eval_mode, metric=cfg.metric, limit=cfg.eval_limit, fmt=eval_fmt, indicator=cfg.indicator,
         drop_threshold=cfg.drop_threshold, patience=cfg.patience, on_inversion=cfg.on_inversion,
-        attention_subset=cfg.attention_subset, output_dir=out, tokenizer=tokenizer)
+        attention_subset=cfg.attention_subset, output_dir=out, tokenizer=tokenizer,
+        max_new_tokens=cfg.eval_max_new_tokens)
     ind_id = None
     if cfg.indicator:  # data marked by `ctxrely filter --indicator` holds this token: give it an embedding
         from ctxrely.mitigate.indicator import add_indicator_token
