@@ -29,6 +29,8 @@ COMMANDS = [
     "theory_cmd",
     "lab_cmd",
     "demo_cmd",
+    "nih_cmd",
+    "attention_cmd",
 ]
 
 
