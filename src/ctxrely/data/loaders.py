@@ -32,13 +32,18 @@ from typing import Any
 
 from ctxrely.data.schema import ConflictExample, DataError, Suite
 
-FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf"]
+FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf", "squad", "quac", "coqa", "drop"]
 FORMAT_HELP: dict[str, str] = {
     "cpi": "context-parametric-inversion JSON/JSONL: context, question, answer, memory_answer|parametric_answer",
     "memotrap": "MemoTrap JSONL: prompt ('instruction: stem'), classes (a list as a string), answer_index",
     "cad": "CAD/AdaCAD JSONL: context_string|context, question, gold_answers (first = answer); no param answer",
     "generic": "JSON/JSONL/CSV/TSV with mapping schema-field=column (default: the schema's own names)",
     "hf": "a Hugging Face dataset id, loaded with datasets.load_dataset(id, split=...) and the mapping",
+    # reading comprehension, official JSON (ctxrely.data.rc): gold answers only, no parametric answer
+    "squad": "SQuAD v1.1/v2 official JSON (data/paragraphs/qas); all gold answers kept",
+    "quac": "QuAC official JSON; the first question of each dialogue",
+    "coqa": "CoQA official JSON; the first question of each story",
+    "drop": "DROP official JSON (number/date/spans answers)",
 }
 TARGET_FIELDS = ("id", "context", "question", "cf_answer", "param_answer", "cf_aliases", "param_aliases")
 FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv")
@@ -330,11 +335,12 @@ def _aliases(rec: dict[str, Any], col: str, w: _Where) -> tuple[str, ...]:
 def _generic(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
     col = {f: mapping.get(f, f) for f in TARGET_FIELDS}
     param = _optional_answers(rec, col["param_answer"], w)
+    cf = _required_answers(rec, col["cf_answer"], w)
     row: Row = {"context": _text(rec, col["context"], w, allow_empty=True),
                 "question": _text(rec, col["question"], w),
-                "cf_answer": _text(rec, col["cf_answer"], w),
+                "cf_answer": cf[0],  # a list of gold answers: the first, the others as aliases
                 "param_answer": param[0] if param else None,
-                "cf_aliases": _aliases(rec, col["cf_aliases"], w),
+                "cf_aliases": tuple(cf[1:]) + _aliases(rec, col["cf_aliases"], w),
                 "param_aliases": _aliases(rec, col["param_aliases"], w)}
     if rec.get(col["id"]) not in (None, ""):
         if not isinstance(rec[col["id"]], (str, int)) or isinstance(rec[col["id"]], bool):
@@ -387,6 +393,13 @@ def load_data(path_or_id: str, *, mapping: dict[str, str] | str | None = None, f
     elif path.is_dir():
         raise DataError("is a directory; pass a data file (or fmt='hf' for a saved dataset)", path=str(path))
     else:
+        from ctxrely.data.rc import RC_FORMATS, load_rc
+
+        rc = None if mapping or fmt not in (None, *RC_FORMATS) else load_rc(path, fmt, name)
+        if rc is not None:
+            return rc
+        if fmt in RC_FORMATS:
+            raise DataError(f"not an official {fmt} JSON document", path=str(path))
         records, source, version = _read_records(path), str(path), "file"
         name = name or path.stem
     if not records:

@@ -18,3 +18,8 @@ _METRICS = {
 
 for _name, (_mode, _desc) in _METRICS.items():
     METRICS.add(_name, _mode, description=_desc, mode=_mode)
+
+from ctxrely.metrics.rc import RC_METRICS  # noqa: E402  reading comprehension (gold answers only)
+
+for _name, _facts in RC_METRICS.items():
+    METRICS.add(_name, _facts["mode"], description=_facts["description"], mode=_facts["mode"])

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ctxrely.metrics.matching import MatchMode, contains
+from ctxrely.metrics.rc import RC_METRICS
 from ctxrely.metrics.stats import mean_ci
 
 BUCKETS = ("cf_only", "param_only", "both", "neither")
@@ -65,6 +66,9 @@ def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000) -> dict[str, Any]:
             out["buckets"] = {"counts": counts, "rates": {b: c / len(rows) for b, c in counts.items()}}
         else:
             out["buckets"] = None
+    if any("f1" in r for r in rows):  # gold-answer-only rows (reading comprehension)
+        for key in RC_METRICS:
+            out[key] = _rate([r for r in rows if key in r], key, n_boot)
     if rows and "logp_cf" in rows[0]:
         has_param = any(r.get("m_c") is not None for r in rows)
         out["logit_cf_rate"] = _rate(rows, "cf_wins", n_boot) if has_param else None
@@ -77,7 +81,7 @@ def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000) -> dict[str, Any]:
 def flat_metrics(agg: dict[str, Any], prefix: str) -> dict[str, float | None]:
     """Flatten an aggregate into ``{"<prefix>/<metric>": mean}`` scalars for loggers."""
     flat: dict[str, float | None] = {}
-    for key in ("cf_acc", "param_acc", "logit_cf_rate", "m_c", "logp_margin"):
+    for key in ("cf_acc", "param_acc", "logit_cf_rate", "m_c", "logp_margin", *RC_METRICS):
         if key in agg:
             flat[f"{prefix}/{key}"] = None if agg[key] is None else agg[key]["mean"]
     if agg.get("buckets"):
