@@ -87,6 +87,8 @@ def _needle(obj: Any, path: str, where: str) -> Needle:
     kw = obj["keywords"]
     if isinstance(kw, str):
         kw = kw.replace(",", " ").split()
+    if isinstance(kw, list):  # YAML reads 7421 as a number
+        kw = [str(k) if isinstance(k, (int, float)) and not isinstance(k, bool) else k for k in kw]
     if not isinstance(kw, list) or not all(isinstance(k, str) and k.strip() for k in kw):
         raise DataError(f"{where}: keywords must be a list of words", path=path, field="keywords")
     return Needle(obj["needle"].strip(), obj["question"].strip(), tuple(k.strip().lower() for k in kw))

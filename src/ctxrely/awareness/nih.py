@@ -2,7 +2,8 @@
 
 The haystack is cut to each length *in the model's own tokens*, minus room for the prompt, the
 needle and the answer (``max_new_tokens``), so prompt + answer fill the length. The needle goes in
-at the sentence boundary at or before ``depth`` percent of the cut haystack (0: first, 100: last).
+at the sentence boundary at or before ``depth`` percent of the cut haystack (0: first, 100: last;
+a word boundary where the sentence is long against the context, see :func:`insert_needle`).
 The user turn is the paper's; ``chat`` wraps it in the tokenizer's chat template with a generation
 prompt, ``raw`` sends the bare text. Token ids carry one BOS at most (never the chat template's
 plus the tokenizer's). Cells longer than the model's window are returned as skipped, never cut.
@@ -125,11 +126,18 @@ def encode_prompt(tokenizer: Any, text: str, template: str) -> list[int]:
     return ids
 
 
-def insert_needle(context: str, needle: str, depth: float) -> tuple[str, int]:
-    """``context`` with ``needle`` at the sentence boundary at or before ``depth`` percent; and its offset."""
+def insert_needle(context: str, needle: str, depth: float, slack: float = 0.05) -> tuple[str, int]:
+    """``context`` with ``needle`` at the sentence boundary at or before ``depth`` percent; and its offset.
+
+    Where that boundary lies more than ``slack`` (a share of the context) before the target, as in a
+    short context with long sentences, the needle goes at the word boundary at or before it instead,
+    so that nearby depths still get distinct contexts.
+    """
     target = round(len(context) * depth / 100)
     bounds = [0] + [m.end() for m in _SENTENCE_END.finditer(context)] + [len(context)]
     at = max(b for b in bounds if b <= target) if depth < 100 else len(context)
+    if target - at > slack * len(context):
+        at = max([0] + [m.end() for m in re.finditer(r"\s+", context[:target])])
     before, after = context[:at], context[at:]
     sep_before = "" if not before or before[-1].isspace() else " "
     sep_after = "" if not after or after[0].isspace() else " "
@@ -175,6 +183,8 @@ def build_grid(tokenizer: Any, haystack: str, needles: Sequence[Needle], lengths
                     continue
                 placed = 100.0 * at / max(1, len(ctx) - len(nd.needle))
                 cells.append(Cell(ni, length, depth, ctx, at, round(placed, 2), text, ids))
+    if len({(c.needle_idx, c.context) for c in cells}) < len(cells):
+        log.warning("some depths put the needle at the same place (contexts too short for the depths asked)")
     if skipped:
         log.warning("skipped %d cells longer than the model window (%s tokens): lengths %s", len(skipped), window,
                     sorted({s["length"] for s in skipped}))
