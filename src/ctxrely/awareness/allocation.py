@@ -43,7 +43,8 @@ def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = N
             if w is None or w.ndim != 4:
                 raise RuntimeError(f"{type(base).__name__} returned no attention weights at layer {layer}")
             rows = w[0, :, current["q"], :].float()  # heads x queries x keys
-            per_layer[layer] = torch.einsum("hqk,kr->hr", rows, current["onehot"]) / len(current["q"])
+            with torch.autocast(device_type=rows.device.type, enabled=False):  # full precision inside a bf16 run
+                per_layer[layer] = torch.einsum("hqk,kr->hr", rows, current["onehot"]) / len(current["q"])
         return hook
 
     total = None
@@ -69,7 +70,7 @@ def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = N
             model.train()
     if total is None:
         raise ValueError("no prompts to measure")
-    return (total / len(encodings)).numpy()
+    return (total / len(encodings)).float().numpy()
 
 
 def _roles(vec: Any) -> dict[str, float]:
