@@ -48,3 +48,16 @@ def test_probe_arguments_fail_fast(tmp_path):
         NIHProbe(depths=[150], haystack=str(tmp_path))
     with pytest.raises(TypeError, match="callables"):
         ContextRelianceCallback(["cf_capitals"], probes=["nih"])
+
+
+def test_lab_preset_turns_awareness_probes_on(shared_data):
+    from ctxrely.awareness.probes import AttentionRoleProbe, NIHProbe
+    from ctxrely.lab.presets import get_preset
+    from ctxrely.lab.runner import _awareness_probes
+
+    assert _awareness_probes(get_preset("short"), None) == []
+    preset = get_preset("short", awareness_lengths=["400", "800"])
+    assert preset.awareness_lengths == [400, 800]
+    nih, att = _awareness_probes(preset, "[IND]")
+    assert isinstance(nih, NIHProbe) and nih.lengths == [400, 800] and nih.indicator == "[IND]"
+    assert isinstance(att, AttentionRoleProbe) and att.template == "chat"
