@@ -28,6 +28,8 @@ _LAZY = {
     "get_format": "ctxrely.prompts",
     "register_format": "ctxrely.prompts",
     "ContextRelianceCallback": "ctxrely.track.callback",
+    "run_nih": "ctxrely.awareness.nih_run",
+    "attention_allocation": "ctxrely.awareness.allocation",
 }
 
 __all__ = ["__version__", *_LAZY]
