@@ -31,7 +31,7 @@ class AwarenessSettings:
 
     lengths: tuple[int, ...] = (500, 1000)
     depths: tuple[float, ...] = (0, 50, 100)
-    nih_new_tokens: int = 24
+    nih_new_tokens: int = 32
     squad_limit: int = 12
     attention_lengths: tuple[int, ...] = (500,)
     attention_new_tokens: int = 8

@@ -28,7 +28,7 @@ class NIHProbe:
     depths: Sequence[float] | str = (0, 50, 100)
     template: str = "chat"
     indicator: str | None = None
-    max_new_tokens: int = 24
+    max_new_tokens: int = 32  # the default needle's answer is ~24 tokens; a shorter cap cuts keywords off
     haystack: str | None = None
     needles: Sequence[Needle] | None = None
     batch_size: int = 4

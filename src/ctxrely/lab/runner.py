@@ -200,5 +200,5 @@ def _awareness_probes(preset: LabPreset, indicator: str | None) -> list[Any]:
         return []
     from ctxrely.awareness.probes import AttentionRoleProbe, NIHProbe
 
-    return [NIHProbe(lengths=preset.awareness_lengths, depths=(0, 50, 100), indicator=indicator, max_new_tokens=16),
+    return [NIHProbe(lengths=preset.awareness_lengths, depths=(0, 50, 100), indicator=indicator, max_new_tokens=32),
             AttentionRoleProbe(lengths=preset.awareness_lengths[:1], max_new_tokens=8)]
