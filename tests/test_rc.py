@@ -91,6 +91,20 @@ def test_generic_jsonl_with_a_list_of_answers(tmp_path):
     assert ex.cf_targets() == ["Ann", "Queen Ann"] and ex.param_answer is None
 
 
+def test_hub_shaped_squad_rows(tmp_path):
+    p = tmp_path / "squad.jsonl"
+    rows = [{"id": "a1", "title": "T", "context": "Ann rules Lyon.", "question": "Who rules?",
+             "answers": {"text": ["Ann", "Ann", "Queen Ann"], "answer_start": [0, 0, 0]}},
+            {"id": "a2", "title": "T", "context": "Ann rules Lyon.", "question": "Which city?",
+             "answers": {"text": [], "answer_start": []}}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"squad\.jsonl, line 2, field 'answers': no gold answer"):
+        load_data(str(p))
+    p.write_text(json.dumps(rows[0]) + "\n")
+    ex = load_data(str(p)).examples[0]
+    assert ex.id == "a1" and ex.cf_targets() == ["Ann", "Queen Ann"] and ex.param_answer is None
+
+
 def test_rc_prompt_is_the_papers():
     assert get_format("rc").render("Ctx.", "Who?") == "Ctx.\nAnswer the question according to the above passage: Who?"
     assert get_format("rc-chat").chat

@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxrely.data.rc import squad_row
 from ctxrely.data.schema import ConflictExample, DataError, Suite
 
-FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf", "squad", "quac", "coqa", "drop"]
+FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf", "squad", "quac", "coqa", "drop",
+                             "squad_rows"]
 FORMAT_HELP: dict[str, str] = {
     "cpi": "context-parametric-inversion JSON/JSONL: context, question, answer, memory_answer|parametric_answer",
     "memotrap": "MemoTrap JSONL: prompt ('instruction: stem'), classes (a list as a string), answer_index",
@@ -44,6 +46,7 @@ FORMAT_HELP: dict[str, str] = {
     "quac": "QuAC official JSON; the first question of each dialogue",
     "coqa": "CoQA official JSON; the first question of each story",
     "drop": "DROP official JSON (number/date/spans answers)",
+    "squad_rows": "SQuAD rows as on the Hugging Face hub: context, question, answers {text: [...]}",
 }
 TARGET_FIELDS = ("id", "context", "question", "cf_answer", "param_answer", "cf_aliases", "param_aliases")
 FILE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv")
@@ -93,6 +96,8 @@ def _detect_keys(keys: set[str]) -> str:
         return "memotrap"
     if "gold_answers" in keys or "context_string" in keys:
         return "cad"
+    if {"context", "question", "answers"} <= keys:
+        return "squad_rows"
     if {"context", "question", "answer"} <= keys:
         return "cpi"
     return "generic"
@@ -350,7 +355,7 @@ def _generic(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any], _Where, dict[str, str]], Row]] = {
-    "cpi": _cpi, "memotrap": _memotrap, "cad": _cad, "generic": _generic,
+    "cpi": _cpi, "memotrap": _memotrap, "cad": _cad, "generic": _generic, "squad_rows": squad_row,
 }
 
 
@@ -405,7 +410,7 @@ def load_data(path_or_id: str, *, mapping: dict[str, str] | str | None = None, f
     if not records:
         raise DataError("no records", path=source)
 
-    kind = "generic" if mapping else (fmt if fmt not in (None, "hf") else _detect_keys(set(records[0][1])))
+    kind = "generic" if mapping else (fmt if fmt in _PARSERS else _detect_keys(set(records[0][1])))
     parse = _PARSERS[kind]
     examples: list[ConflictExample] = []
     seen: dict[str, int] = {}

@@ -12,6 +12,8 @@ so the parametric metrics are absent, never 0. Formats (``RC_FORMATS``), detecte
   question of each story (later ones depend on the conversation).
 - ``drop``: DROP ``{passage_id: {"passage", "qa_pairs": [...]}}``: a number, a date (month day year)
   or spans (several spans joined with ", ") per answer, ``validated_answers`` as aliases.
+- ``squad_rows``: one record per question in the Hugging Face SQuAD shape (JSONL or a hub id),
+  through :func:`squad_row`.
 
 Example:
     >>> suite = load_rc("../shared/data/squad/squad_dev_v1.1_part1.json")  # doctest: +SKIP
@@ -140,6 +142,25 @@ def _drop(obj: dict[str, Any], name: str, path: str) -> tuple[list[ConflictExamp
             out.append(_ex(name, str(qa.get("query_id", f"{pid}-{q}")), item["passage"], qa.get("question"), golds,
                            path, f"{w}.question", {"passage_id": pid, "field": w}))
     return out, skipped
+
+
+def squad_row(rec: dict[str, Any], w: Any, mapping: dict[str, str]) -> dict[str, Any]:
+    """One row in the Hugging Face SQuAD shape (``context``, ``question``, ``answers: {"text": [...]}``),
+    as the record loaders read it from JSONL or ``datasets`` (``squad``, ``squad_v2`` ids); ``w`` names
+    the file and line in errors."""
+    ans = rec.get("answers")
+    texts = ans.get("text") if isinstance(ans, dict) else ans
+    golds = _golds(texts if isinstance(texts, list) else None, "answers", w.path) if texts is not None else []
+    for key in ("context", "question"):
+        if not isinstance(rec.get(key), str) or not rec[key].strip():
+            raise w.error("missing or empty", key)
+    if not golds:
+        raise w.error("no gold answer (unanswerable SQuAD v2 rows: filter them out first)", "answers")
+    row = {"context": rec["context"], "question": rec["question"].strip(), "cf_answer": golds[0],
+           "cf_aliases": tuple(golds[1:]), "param_answer": None}
+    if isinstance(rec.get("id"), (str, int)) and not isinstance(rec.get("id"), bool):
+        row["id"] = str(rec["id"])
+    return row
 
 
 def rc_suite(obj: Any, fmt: str, name: str, path: str) -> Suite:
