@@ -33,11 +33,12 @@ class AwarenessSettings:
     depths: tuple[float, ...] = (0, 50, 100)
     nih_new_tokens: int = 32
     squad_limit: int = 12
+    squad_new_tokens: int = 40  # chat answers restate the question first; 16 tokens cut them short
     attention_lengths: tuple[int, ...] = (500,)
     attention_new_tokens: int = 8
 
 
-QUICK = AwarenessSettings(lengths=(300,), depths=(0, 100), nih_new_tokens=6, squad_limit=4,
+QUICK = AwarenessSettings(lengths=(300,), depths=(0, 100), nih_new_tokens=6, squad_limit=4, squad_new_tokens=6,
                           attention_lengths=(300,), attention_new_tokens=3)
 
 
@@ -85,8 +86,8 @@ def run_awareness(model: Any, tokenizer: Any, out: Path, *, model_name: str, set
     for t, fmt in (("raw", "rc"), ("chat", "rc-chat")) if squad else ():
         d = out / f"squad-{t}"
         r = EvalResult.load(d) if (d / "summary.json").exists() else evaluate(
-            model, tokenizer, data=str(squad), fmt=fmt, mode="generate", limit=st.squad_limit, max_new_tokens=16,
-            out_dir=d, progress=progress, model_name=model_name, n_boot=200)
+            model, tokenizer, data=str(squad), fmt=fmt, mode="generate", limit=st.squad_limit,
+            max_new_tokens=st.squad_new_tokens, out_dir=d, progress=progress, model_name=model_name, n_boot=200)
         res["squad"][t] = next(iter(r.summary["metrics"].values()))
         m = res["squad"][t]
         say(f"  SQuAD ({fmt}): contains {m['contains']['mean']:.2f}, EM {m['exact_match']['mean']:.2f}, "
