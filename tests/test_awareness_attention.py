@@ -115,3 +115,12 @@ def test_attention_bad_input(tiny_model_dir, tmp_path, capsys):
     assert "unknown template 'alpaca'" in err and "\n" not in err
     assert main(["attention", "--model", model, "--data", str(tmp_path / "missing.json"), "--out", str(tmp_path)]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template", ["chat", "raw"])
+def test_empty_answer_measures_the_last_prompt_token(tiny_tokenizer, template):
+    enc = encode_roles(tiny_tokenizer, USER, "  ", template)
+    assert "assistant" not in enc.roles and enc.queries == [len(enc.ids) - 1]
+    assert _text_of(tiny_tokenizer, enc, "user").endswith("capital of France?")
+    if template == "chat":
+        assert tiny_tokenizer.decode(enc.ids).endswith("<|im_start|>assistant\n")

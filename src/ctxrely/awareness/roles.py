@@ -42,7 +42,9 @@ def encode_roles(tokenizer: Any, user: str, answer: str, template: str) -> RoleE
     """Render ``user`` + ``answer`` under ``template`` and give every token a role."""
     if template not in TEMPLATES:
         raise NIHError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
-    answer = answer.strip() or " "
+    answer = answer.strip()
+    if not answer:  # the model ended its turn at once: measure the last prompt token alone
+        return _prompt_only(tokenizer, user, template)
     if template == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise NIHError(f"{getattr(tokenizer, 'name_or_path', 'this model')!r} has no chat template; "
@@ -54,6 +56,15 @@ def encode_roles(tokenizer: Any, user: str, answer: str, template: str) -> RoleE
         text = f"{user} {answer}"
         spans = [(0, len(user), "user"), (len(user) + 1, len(text), "assistant")]
         special = True
+    ids, roles = _tokens(tokenizer, text, spans, special)
+    resp = [i for i, r in enumerate(roles) if r == "assistant"]
+    if not resp or resp[0] == 0:
+        raise ValueError("the answer has no tokens after the prompt")
+    end = resp[-1] + 1
+    return RoleEncoding(ids[:end], roles[:end], list(range(resp[0] - 1, end - 1)))
+
+
+def _tokens(tokenizer: Any, text: str, spans: list[tuple[int, int, str]], special: bool) -> tuple[list[int], list[str]]:
     enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
     roles = [_MAP.get(r, "template") for r in token_roles(text, spans, enc["offset_mapping"])]
     ids = list(enc["input_ids"])
@@ -61,8 +72,13 @@ def encode_roles(tokenizer: Any, user: str, answer: str, template: str) -> RoleE
     while bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:  # one BOS only
         ids, roles = ids[1:], roles[1:]
     roles[0] = "bos"
-    resp = [i for i, r in enumerate(roles) if r == "assistant"]
-    if not resp or resp[0] == 0:
-        raise ValueError("the answer has no tokens after the prompt")
-    end = resp[-1] + 1
-    return RoleEncoding(ids[:end], roles[:end], list(range(resp[0] - 1, end - 1)))
+    return ids, roles
+
+
+def _prompt_only(tokenizer: Any, user: str, template: str) -> RoleEncoding:
+    from ctxrely.awareness.nih import render_prompt
+
+    text = render_prompt(tokenizer, user, template)
+    at = text.rfind(user)
+    ids, roles = _tokens(tokenizer, text, [(at, at + len(user), "user")], template != "chat")
+    return RoleEncoding(ids, roles, [len(ids) - 1])
