@@ -206,9 +206,7 @@ def run_train(
         bf16=cfg.dtype == "bfloat16" and device != "cpu", fp16=cfg.dtype == "float16" and device != "cpu")
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
                                processing_class=tokenizer, peft_config=peft_config)
-    # TRL's fused output-layer pass reads lm_head.bias, which PEFT's TrainableTokensWrapper (the LoRA
-    # indicator token on a tied output layer) lacks: no compaction then
-    trainer.compact = cfg.compact_lm_head and not (peft_config is not None and ind_id is not None)
+    trainer.compact = cfg.compact_lm_head
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise ConfigError(f"every training row was dropped: no completion token survives truncation to "
