@@ -126,6 +126,10 @@ def test_one_bos_only(tiny_tokenizer):
     for template in ("chat", "raw"):
         ids = encode_prompt(tok, render_prompt(tok, "hello there", template), template)
         assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1, template
+        from ctxrely.awareness.roles import encode_roles
+
+        enc = encode_roles(tok, "hello there", "hi", template)
+        assert enc.ids.count(tok.bos_token_id) == 1 and enc.roles[0] == "bos", template
 
 
 def test_cells_beyond_window_are_skipped_not_cut(tiny_tokenizer, small_hay):

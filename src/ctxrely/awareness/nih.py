@@ -120,10 +120,16 @@ def encode_prompt(tokenizer: Any, text: str, template: str) -> list[int]:
     """Token ids with one BOS at most: a chat rendering carries its own special tokens; raw text gets
     the tokenizer's (a doubled BOS is dropped either way)."""
     ids = list(tokenizer(text, add_special_tokens=template != "chat")["input_ids"])
+    return ids[extra_bos(ids, tokenizer):]
+
+
+def extra_bos(ids: Sequence[int], tokenizer: Any) -> int:
+    """How many leading tokens to drop so that ``ids`` starts with one BOS at most."""
     bos = getattr(tokenizer, "bos_token_id", None)
-    while bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
-        ids.pop(0)
-    return ids
+    n = 0
+    while bos is not None and len(ids) > n + 1 and ids[n] == bos and ids[n + 1] == bos:
+        n += 1
+    return n
 
 
 def insert_needle(context: str, needle: str, depth: float, slack: float = 0.05) -> tuple[str, int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ctxrely.awareness.nih import TEMPLATES, NIHError
+from ctxrely.awareness.nih import TEMPLATES, NIHError, extra_bos
 from ctxrely.diagnose.attention_score import chat_spans, token_roles
 
 ROLES = ("bos", "user", "template", "assistant")
@@ -68,9 +68,8 @@ def _tokens(tokenizer: Any, text: str, spans: list[tuple[int, int, str]], specia
     enc = tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
     roles = [_MAP.get(r, "template") for r in token_roles(text, spans, enc["offset_mapping"])]
     ids = list(enc["input_ids"])
-    bos = getattr(tokenizer, "bos_token_id", None)
-    while bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:  # one BOS only
-        ids, roles = ids[1:], roles[1:]
+    cut = extra_bos(ids, tokenizer)  # one BOS only
+    ids, roles = ids[cut:], roles[cut:]
     roles[0] = "bos"
     return ids, roles
 
