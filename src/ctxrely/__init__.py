@@ -38,6 +38,8 @@ _LAZY = {
     "get_format": "ctxrely.prompts",
     "register_format": "ctxrely.prompts",
     "ContextRelianceCallback": "ctxrely.track.callback",
+    "run_nih": "ctxrely.awareness.nih_run",
+    "attention_allocation": "ctxrely.awareness.allocation",
 }
 
 __all__ = [  # written out so linters see the TYPE_CHECKING names used; a test keeps it equal to _LAZY

@@ -31,6 +31,8 @@ COMMANDS = [
     "lab_cmd",
     "lab_table_cmd",
     "demo_cmd",
+    "nih_cmd",
+    "attention_cmd",
 ]
 
 

@@ -39,18 +39,26 @@ from ctxrely.data.records import (
     read_records,
     require_hub_id,
 )
+from ctxrely.data.rc import squad_row
 from ctxrely.data.schema import ConflictExample, DataError, Suite
 
 __all__ = ["FILE_SUFFIXES", "FORMATS_KNOWN", "FORMAT_HELP", "Record", "TARGET_FIELDS", "detect_format", "load_data",
            "parse_mapping", "read_records"]
 
-FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf"]
+FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf", "squad", "quac", "coqa", "drop",
+                             "squad_rows"]
 FORMAT_HELP: dict[str, str] = {
     "cpi": "context-parametric-inversion JSON/JSONL: context, question, answer, memory_answer|parametric_answer",
     "memotrap": "MemoTrap JSONL: prompt ('instruction: stem'), classes (a list as a string), answer_index",
     "cad": "CAD/AdaCAD JSONL: context_string|context, question, gold_answers (first = answer); no param answer",
     "generic": "JSON/JSONL/CSV/TSV with mapping schema-field=column (default: the schema's own names)",
     "hf": "a Hugging Face dataset id, loaded with datasets.load_dataset(id, split=...) and the mapping",
+    # reading comprehension, official JSON (ctxrely.data.rc): gold answers only, no parametric answer
+    "squad": "SQuAD v1.1/v2 official JSON (data/paragraphs/qas); all gold answers kept",
+    "quac": "QuAC official JSON; the first question of each dialogue",
+    "coqa": "CoQA official JSON; the first question of each story",
+    "drop": "DROP official JSON (number/date/spans answers)",
+    "squad_rows": "SQuAD rows as on the Hugging Face hub: context, question, answers {text: [...]}",
 }
 TARGET_FIELDS = ("id", "context", "question", "cf_answer", "param_answer", "cf_aliases", "param_aliases")
 
@@ -97,6 +105,8 @@ def _detect_keys(keys: set[str]) -> str:
         return "memotrap"
     if "gold_answers" in keys or "context_string" in keys:
         return "cad"
+    if {"context", "question", "answers"} <= keys:
+        return "squad_rows"
     if {"context", "question", "answer"} <= keys:
         return "cpi"
     return "generic"
@@ -218,11 +228,12 @@ def _aliases(rec: dict[str, Any], col: str, w: _Where) -> tuple[str, ...]:
 def _generic(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
     col = {f: mapping.get(f, f) for f in TARGET_FIELDS}
     param = _optional_answers(rec, col["param_answer"], w)
+    cf = _required_answers(rec, col["cf_answer"], w)
     row: Row = {"context": _text(rec, col["context"], w, allow_empty=True),
                 "question": _text(rec, col["question"], w),
-                "cf_answer": _text(rec, col["cf_answer"], w),
+                "cf_answer": cf[0],  # a list of gold answers: the first, the others as aliases
                 "param_answer": param[0] if param else None,
-                "cf_aliases": _aliases(rec, col["cf_aliases"], w),
+                "cf_aliases": tuple(cf[1:]) + _aliases(rec, col["cf_aliases"], w),
                 "param_aliases": _aliases(rec, col["param_aliases"], w)}
     if rec.get(col["id"]) not in (None, ""):
         if not isinstance(rec[col["id"]], (str, int)) or isinstance(rec[col["id"]], bool):
@@ -232,7 +243,7 @@ def _generic(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any], _Where, dict[str, str]], Row]] = {
-    "cpi": _cpi, "memotrap": _memotrap, "cad": _cad, "generic": _generic,
+    "cpi": _cpi, "memotrap": _memotrap, "cad": _cad, "generic": _generic, "squad_rows": squad_row,
 }
 
 
@@ -275,12 +286,19 @@ def load_data(path_or_id: str, *, mapping: dict[str, str] | str | None = None, f
     elif path.is_dir():
         raise DataError("is a directory; pass a data file (or fmt='hf' for a saved dataset)", path=str(path))
     else:
+        from ctxrely.data.rc import RC_FORMATS, load_rc
+
+        rc = None if mapping or fmt not in (None, *RC_FORMATS) else load_rc(path, fmt, name)
+        if rc is not None:
+            return rc
+        if fmt in RC_FORMATS:
+            raise DataError(f"not an official {fmt} JSON document", path=str(path))
         records, source, version = read_file_records(path), str(path), "file"
         name = name or path.stem
     if not records:
         raise DataError("no records", path=source)
 
-    kind = "generic" if mapping else (fmt if fmt not in (None, "hf") else _detect_keys(set(records[0][1])))
+    kind = "generic" if mapping else (fmt if fmt in _PARSERS else _detect_keys(set(records[0][1])))
     parse = _PARSERS[kind]
     examples: list[ConflictExample] = []
     seen: dict[str, int] = {}

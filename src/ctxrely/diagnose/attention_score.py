@@ -132,6 +132,22 @@ def _fill(tmpl: str, values: dict[str, tuple[str, str]]) -> tuple[str, list[Span
     return "".join(out), spans
 
 
+def token_roles(text: str, spans: Sequence[Span], offsets: Sequence[tuple[int, int]]) -> list[str]:
+    """The role of each token: that of the first non-space character it covers (``template`` outside
+    every span, and for tokens with no characters, such as an added BOS)."""
+    char_role = ["template"] * (len(text) + 1)
+    for s, e, role in spans:
+        char_role[s:e] = [role] * (e - s)
+    roles = []
+    for s, e in offsets:
+        if s == e:
+            roles.append("template")
+            continue
+        k = next((j for j in range(s, e) if not text[j].isspace()), s)
+        roles.append(char_role[k])
+    return roles
+
+
 def encode_example(ex: SFTExample, tokenizer: Any, *, with_context: bool = True, template: str = "auto") -> Encoded:
     """Tokenize a rendered example with a role per token, cut after the last response token."""
     text, spans, special = render(ex, tokenizer, with_context=with_context, template=template)
@@ -140,16 +156,7 @@ def encode_example(ex: SFTExample, tokenizer: Any, *, with_context: bool = True,
     except NotImplementedError as e:
         raise TypeError(f"{type(tokenizer).__name__} gives no character offsets; token roles need a fast "
                         "(tokenizers-backed) tokenizer") from e
-    char_role = ["template"] * (len(text) + 1)
-    for s, e, role in spans:
-        char_role[s:e] = [role] * (e - s)
-    roles = []
-    for s, e in enc["offset_mapping"]:
-        if s == e:
-            roles.append("template")
-            continue
-        k = next((j for j in range(s, e) if not text[j].isspace()), s)
-        roles.append(char_role[k])
+    roles = token_roles(text, spans, enc["offset_mapping"])
     resp = [i for i, r in enumerate(roles) if r == "response"]
     if not resp or resp[0] == 0:
         raise DataError(f"row {ex.id}: the response has no tokens after the prompt", line=ex.line,

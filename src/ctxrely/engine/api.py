@@ -25,6 +25,7 @@ from ctxrely.engine.prompting import build_prompts, continuation, encode
 from ctxrely.engine.result import EvalResult
 from ctxrely.metrics.conflict import aggregate, flat_metrics, gen_flags, logit_flags
 from ctxrely.metrics.matching import MatchMode
+from ctxrely.metrics.rc import rc_flags
 from ctxrely.prompts import PromptFormat, get_format
 from ctxrely.provenance import config_hash, provenance
 
@@ -102,6 +103,8 @@ def score_examples(
             for row, ex, out in zip(rows, examples, outs, strict=True):
                 row["output"] = out
                 row.update(gen_flags(out, ex.cf_targets(), ex.param_targets(), match))
+                if ex.param_answer is None:  # gold answers only (reading comprehension): EM / F1 too
+                    row.update(rc_flags(out, ex.cf_targets()))
         if mode in ("logits", "both"):
             _score_logits(model, tokenizer, pf, examples, prompts, rows, batch_size, bar.update)
     finally:

@@ -44,6 +44,7 @@ class DemoConfig:
     theory_steps: int = field(default=300, metadata={"help": "gradient steps of the theory sandbox"})
     lab_preset: str = field(default="short", metadata={"help": "lab preset of part 3"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, ..."})
+    awareness: bool = field(default=True, metadata={"help": "NIH, SQuAD and attention allocation, raw vs chat"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
@@ -200,8 +201,18 @@ def run_demo(cfg: DemoConfig) -> Path:
         gen = agg.get("cf_acc") or {}
         st.say(f"  {suite}: context answer {gen.get('mean', float('nan')):.2f}, p(ctx)>p(mem) "
                f"{(agg.get('logit_cf_rate') or {}).get('mean', float('nan')):.2f} (n={agg['n']})")
-    del model
     st.done("step-0 eval", t)
+
+    aware_html = ""
+    if cfg.awareness:  # the chat template vs the bare prompt (Wang et al. 2024), same loaded model
+        from ctxrely.awareness.demo import QUICK, awareness_html, run_awareness
+
+        t = st.start(f"awareness: {cfg.model} with and without its chat template")
+        aware = run_awareness(model, tok, out / "awareness", model_name=cfg.model, settings=QUICK if cfg.quick else None,
+                              progress=cfg.progress, say=st.say)
+        aware_html = awareness_html(aware, out / "awareness")
+        st.done("awareness", t)
+    del model
 
     t = st.start(f"3/3 lab preset {preset.name!r}: fine-tuning {', '.join(preset.runs)}")
     outcome = run_lab(preset, lab_out, progress=cfg.progress, report=False, say=st.say)
@@ -214,6 +225,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     sections = [("Theory sandbox: the paper's one-layer model, simulated", note + theory_html(theory, plots)),
                 (f"Before fine-tuning: step-0 knowledge-conflict eval of {cfg.model}",
                  eval_html(result, cfg.model, fmt))]
+    if aware_html:
+        sections.append((f"Context awareness under the chat template: {cfg.model}", aware_html))
     measured = measured_html(outcome.comparison)
     after = [("Measured on the long preset (gemma3-270m base): baseline vs every mitigation", measured)] \
         if measured else []

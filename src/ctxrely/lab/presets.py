@@ -102,8 +102,12 @@ class LabPreset:
                             metadata={"help": f"runs to compare: {', '.join(RUNS)}"})
     data_seed: int = field(default=0, metadata={"help": "seeds the probe subset, split and mixture (the "
                                                         "same data for every training seed)"})
+    awareness_lengths: list[int] = field(default_factory=list, metadata={
+        "help": "also track NIH recall at these context lengths and the answer's attention per token role, "
+                "in the chat template, at every evaluation (empty: off)"})
 
     def __post_init__(self) -> None:
+        self.awareness_lengths = [int(x) for x in self.awareness_lengths]  # --set gives strings
         checks = [
             (self.probe_method in ("generate", "logits"), "probe_method", "'generate' or 'logits'"),
             (self.heldout_style in ("passage", "sentence"), "heldout_style", "'passage' or 'sentence'"),

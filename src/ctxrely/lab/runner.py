@@ -137,7 +137,7 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "lab_variant.json").write_text(json.dumps(v.manifest, indent=2) + "\n", encoding="utf-8")
         run_train(cfg, model=run_model, tokenizer=run_tok, train_rows=v.rows, eval_examples=data.eval_sets,
-                  id_rows=data.id_rows)
+                  id_rows=data.id_rows, probes=_awareness_probes(preset, cfg.indicator))
         del run_model
         gc.collect()
         wall = time.perf_counter() - t0
@@ -184,3 +184,13 @@ def build_lab_report(outcome: LabOutcome, *, title: str, extra_sections: list[tu
     dirs = [outcome.run_dirs[k] for k in sorted(outcome.run_dirs)]
     return build_report(dirs, Path(out_dir) if out_dir else outcome.out_dir / "report", title=title,
                         extra_sections=sections)
+
+
+def _awareness_probes(preset: LabPreset, indicator: str | None) -> list[Any]:
+    """NIH recall and attention-role probes (chat template) when ``preset.awareness_lengths`` is set."""
+    if not preset.awareness_lengths:
+        return []
+    from ctxrely.awareness.probes import AttentionRoleProbe, NIHProbe
+
+    return [NIHProbe(lengths=preset.awareness_lengths, depths=(0, 50, 100), indicator=indicator, max_new_tokens=32),
+            AttentionRoleProbe(lengths=preset.awareness_lengths[:1], max_new_tokens=8)]

@@ -78,6 +78,10 @@ def aggregate(rows: list[dict[str, Any]], n_boot: int = 1000) -> dict[str, Any]:
             counts = {b: sum(1 for r in rows if r.get("bucket") == b) for b in shares}
             out["buckets"] = {"counts": counts, "rates": {b: c / len(rows) for b, c in counts.items()}} \
                 if has_param else None
+    if any("f1" in r for r in rows):  # gold-answer-only rows (reading comprehension)
+        for m in table.metrics(family="rc"):
+            key = m.row_key or m.name
+            out[m.name] = _rate([r for r in rows if key in r], key, n_boot)
     return out
 
 
@@ -86,7 +90,7 @@ def flat_metrics(agg: dict[str, Any], prefix: str) -> dict[str, float | None]:
     ``flat`` conflict metrics present in ``agg``)."""
     flat: dict[str, float | None] = {}
     buckets = agg.get("buckets")
-    for m in table.metrics(family="conflict", flat=True):
+    for m in [*table.metrics(family="conflict", flat=True), *table.metrics(family="rc", flat=True)]:
         if m.aggregation == "share":
             if buckets:
                 flat[f"{prefix}/{m.name}"] = buckets["rates"][m.name]

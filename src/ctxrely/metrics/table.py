@@ -123,3 +123,11 @@ _CORE: list[tuple[str, dict]] = [
 _ORDER = {name: i for i, (name, _) in enumerate(_CORE)}
 for _name, _facts in _CORE:
     register_metric(_name, **_facts)  # type: ignore[arg-type]
+
+# reading comprehension (gold answers only; computed in :mod:`ctxrely.metrics.rc`)
+from ctxrely.metrics.rc import RC_METRICS  # noqa: E402  (rc.py is pure: no import of this table)
+
+for _name, _facts in RC_METRICS.items():
+    _ORDER.setdefault(_name, len(_ORDER))
+    register_metric(_name, family="rc", mode=_facts["mode"], higher_is_better=_facts["higher_is_better"],
+                    description=_facts["description"])

@@ -82,6 +82,8 @@ class ContextRelianceCallback(TrainerCallback):
         batch_size / max_new_tokens: scoring settings (as in ``ctxrely eval``).
         log_prefix: prefix of the keys sent to ``trainer.log`` (trajectory rows keep bare keys).
         tokenizer: the tokenizer (default: the trainer's ``processing_class``).
+        probes: extra callables ``probe(model, tokenizer) -> {metric: value}`` run at every evaluation
+            (e.g. ``ctxrely.awareness.probes.NIHProbe``, ``AttentionRoleProbe``).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class ContextRelianceCallback(TrainerCallback):
         max_new_tokens: int = 32,
         log_prefix: str = "ctxrely/",
         tokenizer: Any = None,
+        probes: Sequence[Any] = (),
     ) -> None:
         if isinstance(suites, str):
             suites = [suites]
@@ -129,6 +132,9 @@ class ContextRelianceCallback(TrainerCallback):
         self.eval_every, self.actions, self.strict = eval_every, actions, strict
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.log_prefix, self.tokenizer = log_prefix, tokenizer
+        self.probes = list(probes)
+        if not all(callable(p) for p in self.probes):
+            raise TypeError("probes must be callables probe(model, tokenizer) -> {metric: value}")
         self.trainer: Any = None
         self.store: TrajectoryStore | None = None
         self.done_steps: set[int] = set()
@@ -209,6 +215,8 @@ class ContextRelianceCallback(TrainerCallback):
         try:
             try:
                 result = run_probe(model, self.tokenizer, self.probe)
+                for probe in self.probes:
+                    result.metrics.update(probe(model, self.tokenizer))
             except Exception:
                 self.n_errors += 1
                 if self.strict:

@@ -118,6 +118,7 @@ def run_train(
     eval_examples: dict[str, list[ConflictExample]] | None = None,
     id_rows: list[dict[str, Any]] | None = None,
     extra_callbacks: Sequence[Any] = (),
+    probes: Sequence[Any] = (),
 ) -> Path:
     """Fine-tune as ``cfg`` says and return the run folder.
 
@@ -128,6 +129,7 @@ def run_train(
         eval_examples: in-memory probe suites ``{name: [ConflictExample]}``, added to ``cfg.suites``.
         id_rows: in-memory in-distribution rows (any supported format), added to ``cfg.id_sets``.
         extra_callbacks: further ``TrainerCallback`` objects.
+        probes: extra tracking probes ``probe(model, tokenizer) -> {metric: value}`` (e.g. NIH recall).
     """
     from datasets import Dataset
     from transformers import set_seed
@@ -178,7 +180,7 @@ def run_train(
         mode=cfg.eval_mode, metric=cfg.metric, limit=cfg.eval_limit, fmt=eval_fmt, indicator=cfg.indicator,
         drop_threshold=cfg.drop_threshold, patience=cfg.patience, on_inversion=cfg.on_inversion,
         attention_subset=cfg.attention_subset, output_dir=out, tokenizer=tokenizer,
-        max_new_tokens=cfg.eval_max_new_tokens)
+        max_new_tokens=cfg.eval_max_new_tokens, probes=probes)
     ind_id = None
     if cfg.indicator:  # data marked by `ctxrely filter --indicator` holds this token: give it an embedding
         from ctxrely.mitigate.indicator import add_indicator_token

@@ -1,0 +1,138 @@
+"""Attention allocation (Wang et al. 2024): how the answer positions split their attention over
+``bos``, ``user``, ``template`` and ``assistant`` tokens, per layer and head, with and without the
+chat template.
+
+For each prompt the model first answers greedily (its own attention kernel, e.g. sdpa); then one
+forward pass over prompt + answer runs with eager attention (switched on for the measurement only
+and restored in a ``finally``) while a hook on every attention module reduces its weights to a
+``(heads, 4)`` role mass averaged over the answer's query positions, so no full attention map is
+kept. Shares per (layer, head) sum to 1. Views: the mean over layers and heads; the paper's
+*retrieval head* (largest user share in the ``raw`` pass, reused in the ``chat`` pass); and the
+shares renormalised without template tokens.
+
+Example:
+    >>> s = attention_allocation(model, tok, users, templates=("raw", "chat"))  # doctest: +SKIP
+    >>> s["templates"]["chat"]["roles"]  # doctest: +SKIP
+    {'bos': 0.61, 'user': 0.22, 'template': 0.12, 'assistant': 0.05}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ctxrely.awareness.roles import ROLES, RoleEncoding, encode_roles
+
+
+def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = None) -> Any:
+    """Mean attention share per (layer, head, role) over the prompts' query positions: ``(L, H, 4)``."""
+    import torch
+
+    from ctxrely.diagnose.attention_score import attention_modules
+    from ctxrely.track.attention import _base_model, eager_attention
+
+    base = _base_model(model)
+    mods = attention_modules(base)
+    device = next(model.parameters()).device
+    current: dict[str, Any] = {}
+    per_layer: list[Any] = [None] * len(mods)
+
+    def make_hook(layer: int) -> Any:
+        def hook(_mod: Any, _args: Any, output: Any) -> None:
+            w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+            if w is None or w.ndim != 4:
+                raise RuntimeError(f"{type(base).__name__} returned no attention weights at layer {layer}")
+            rows = w[0, :, current["q"], :].float()  # heads x queries x keys
+            with torch.autocast(device_type=rows.device.type, enabled=False):  # full precision inside a bf16 run
+                per_layer[layer] = torch.einsum("hqk,kr->hr", rows, current["onehot"]) / len(current["q"])
+        return hook
+
+    total = None
+    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(mods)]
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with eager_attention(model), torch.inference_mode():
+            for enc in encodings:
+                idx = torch.tensor([ROLES.index(r) for r in enc.roles], device=device)
+                current["onehot"] = torch.nn.functional.one_hot(idx, len(ROLES)).float()
+                current["q"] = torch.tensor(enc.queries, device=device)
+                ids = torch.tensor([enc.ids], device=device)
+                model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+                stacked = torch.stack(per_layer).cpu()
+                total = stacked if total is None else total + stacked
+                if progress is not None:
+                    progress.update(1)
+    finally:
+        for h in handles:
+            h.remove()
+        if was_training:
+            model.train()
+    if total is None:
+        raise ValueError("no prompts to measure")
+    return (total / len(encodings)).float().numpy()
+
+
+def _roles(vec: Any) -> dict[str, float]:
+    return {r: float(vec[i]) for i, r in enumerate(ROLES)}
+
+
+def view(masses: Any, head: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The summary of one template's ``(L, H, 4)`` masses (optionally with a given retrieval head)."""
+    mean = masses.mean(axis=(0, 1))
+    keep = [ROLES.index(r) for r in ROLES if r != "template"]
+    no_t = {r: 0.0 for r in ROLES}
+    denom = float(mean[keep].sum())
+    for i in keep:
+        no_t[ROLES[i]] = float(mean[i]) / denom if denom > 0 else 0.0
+    out: dict[str, Any] = {
+        "roles": _roles(mean), "roles_no_template": no_t,
+        "per_layer": [_roles(v) for v in masses.mean(axis=1)],
+        "per_head": [[_roles(v) for v in layer] for layer in masses],
+    }
+    if head is not None:
+        out["retrieval_head"] = {"layer": head[0], "head": head[1], "roles": _roles(masses[head[0], head[1]])}
+    return out
+
+
+def answers(model: Any, tokenizer: Any, users: Sequence[str], template: str, max_new_tokens: int,
+            batch_size: int = 4) -> list[str]:
+    """The model's greedy answers to the user turns under ``template``."""
+    from ctxrely.awareness.nih import encode_prompt, render_prompt
+    from ctxrely.awareness.nih_run import NIH_STOP
+    from ctxrely.engine.generate import greedy_generate
+
+    ids = [encode_prompt(tokenizer, render_prompt(tokenizer, u, template), template) for u in users]
+    return greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=NIH_STOP, batch_size=batch_size)
+
+
+def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, templates: Sequence[str] = ("raw", "chat"),
+                         max_new_tokens: int = 16, batch_size: int = 4, progress: bool = False) -> dict[str, Any]:
+    """Role shares per template (``raw`` first, so its retrieval head can be reused for ``chat``)."""
+    import numpy as np
+
+    if not users:
+        raise ValueError("no prompts to measure")
+    order = sorted(templates, key=lambda t: t != "raw")
+    encs = {}
+    for t in order:  # render and answer everything before any measurement (fails fast on a bad template)
+        outs = answers(model, tokenizer, users, t, max_new_tokens, batch_size)
+        encs[t] = ([encode_roles(tokenizer, u, a, t) for u, a in zip(users, outs, strict=True)], outs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(users) * len(order), desc="attention", unit="prompt")
+    result: dict[str, Any] = {}
+    head = None
+    try:
+        for t in order:
+            masses = role_masses(model, encs[t][0], bar)
+            if t == "raw":
+                flat = int(np.argmax(masses[:, :, ROLES.index("user")]))
+                head = (flat // masses.shape[1], flat % masses.shape[1])
+            result[t] = {**view(masses, head), "answers": encs[t][1]}
+    finally:
+        if bar is not None:
+            bar.close()
+    return {"templates": {t: result[t] for t in templates}, "n_examples": len(users), "roles_order": list(ROLES)}

