@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxrely.data.rc import squad_row
 from ctxrely.data.records import (
     FILE_SUFFIXES,
     Record,
@@ -39,7 +40,6 @@ from ctxrely.data.records import (
     read_records,
     require_hub_id,
 )
-from ctxrely.data.rc import squad_row
 from ctxrely.data.schema import ConflictExample, DataError, Suite
 
 __all__ = ["FILE_SUFFIXES", "FORMATS_KNOWN", "FORMAT_HELP", "Record", "TARGET_FIELDS", "detect_format", "load_data",
