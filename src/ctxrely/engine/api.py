@@ -155,7 +155,9 @@ def evaluate(
     all_examples = [ex for s in suite_list for ex in s.examples]
     rank, world = world_info()
     resume = None if out_dir is None else ResumeLog(Path(out_dir), config_hash(config), rank, world)
-    done = resume.load() if resume is not None else {}
+    done = resume.load() if resume is not None and rank == 0 else {}
+    if world > 1:  # every process takes the main process's view, read before anyone writes
+        done = all_gather(done)[0]
     todo = [i for i, ex in enumerate(all_examples) if (ex.suite, ex.id) not in done]
     mine = todo[rank::world]
     desc = "eval" if world == 1 else f"eval (process {rank} of {world})"
@@ -174,6 +176,7 @@ def evaluate(
     new = dict(gather_in_order([(i, (i, r.to_dict())) for i, r in zip(mine, scored, strict=True)]))
     rows = [done[(ex.suite, ex.id)] if i not in new else new[i] for i, ex in enumerate(all_examples)]
     result = summarize(rows, suite_list, config, n_boot=n_boot)
+    result.summary["processes"] = world
     if out_dir is not None and rank == 0:
         result.save(out_dir)
         resume.clear()  # type: ignore[union-attr]
