@@ -123,10 +123,12 @@ def floors(model: Any, tok: Any, exs: list[Any], fmt: Any, stop: list[str], max_
 
     steps: list[tuple[list[int], int]] = []  # (rows, decode steps) per batch, as ctxrely ran them
 
+    index = {ex.id: i for i, ex in enumerate(exs)}
+
     class CountSteps(PlainDecode):
-        def start(self, model: Any, ids: Any, mask: Any, rows: Any) -> Any:
-            last, stream = super().start(model, ids, mask, rows)
-            steps.append((list(rows), 0))
+        def start(self, model: Any, ids: Any, mask: Any, requests: Any) -> Any:
+            last, stream = super().start(model, ids, mask, requests)
+            steps.append(([index[r.example.id] for r in requests], 0))
             real_extend = stream.extend
 
             def extend(i: Any, m: Any) -> Any:

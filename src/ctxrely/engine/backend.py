@@ -37,12 +37,15 @@ class Request:
         max_new_tokens: greedy tokens to decode after ``prompt + forced`` (0: no generation).
         forced: tokens fed before decoding starts and not returned (the generation prompt may extend
             the scoring prompt by the whitespace lm-eval moves onto continuations).
+        example: what the request was built from (a ``ConflictExample`` in ``score_examples``), for
+            strategies that need more than the tokens (e.g. the context-free prompt of CAD).
     """
 
     prompt: Sequence[int]
     conts: Sequence[Sequence[int]] = ()
     max_new_tokens: int = 0
     forced: Sequence[int] = ()
+    example: Any = field(default=None, compare=False, repr=False)
 
     @property
     def wants_generation(self) -> bool:
@@ -70,11 +73,12 @@ class Stream(Protocol):
 class DecodeStrategy(Protocol):
     """How a batch is prefilled: returns last-position logits ``[B, V]`` and the :class:`Stream`.
 
-    ``rows`` are the requests' indices in the backend call (a strategy with a second stream, such as
-    CAD's context-free prompts, looks its inputs up by them).
+    ``ids``/``mask`` are the left-padded prompts of ``requests`` (a strategy with a second stream,
+    such as CAD's context-free prompts, builds it from ``request.example``). Every later model call of
+    the batch (answer tails, decode steps) goes through the returned stream.
     """
 
-    def start(self, model: Any, ids: Any, mask: Any, rows: Sequence[int]) -> tuple[Any, Stream]: ...
+    def start(self, model: Any, ids: Any, mask: Any, requests: Sequence[Request]) -> tuple[Any, Stream]: ...
 
 
 class Backend(abc.ABC):

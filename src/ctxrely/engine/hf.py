@@ -58,7 +58,7 @@ class HFStream:
 class PlainDecode:
     """The default strategy: the model as it is."""
 
-    def start(self, model: Any, ids: Any, mask: Any, rows: Sequence[int]) -> tuple[Any, Stream]:
+    def start(self, model: Any, ids: Any, mask: Any, requests: Sequence[Request]) -> tuple[Any, Stream]:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :], HFStream(model, _cache_of(out), mask, _cache_arg(model))
@@ -87,7 +87,7 @@ class HFBackend(Backend):
         results: list[Outcome] = [Outcome() for _ in requests]
         with torch.inference_mode():
             for idx in batches:
-                outs = self._run_batch([requests[i] for i in idx], idx, stop)
+                outs = self._run_batch([requests[i] for i in idx], stop)
                 for i, o in zip(idx, outs, strict=True):
                     results[i] = o
                 if on_batch:
@@ -99,11 +99,11 @@ class HFBackend(Backend):
 
         return context_attention(self.model, self.tokenizer, list(examples), fmt=fmt, indicator=indicator)
 
-    def _run_batch(self, reqs: list[Request], rows: list[int], stop: Sequence[str]) -> list[Outcome]:
+    def _run_batch(self, reqs: list[Request], stop: Sequence[str]) -> list[Outcome]:
 
         device = next(self.model.parameters()).device
         ids, mask, _ = left_pad([r.prompt for r in reqs], pad_id_of(self.tokenizer), device)
-        last, stream = self.strategy.start(self.model, ids, mask, rows)
+        last, stream = self.strategy.start(self.model, ids, mask, reqs)
         outs = [Outcome() for _ in reqs]
         if any(r.conts for r in reqs):
             self._score(reqs, last, stream, outs, device)

@@ -112,7 +112,8 @@ def _requests(examples: list[ConflictExample], prompts: list[Any], tokenizer: An
     gen_ids = [p.ids or encode(tokenizer, p.text, pf) for p in prompts]
     n_new = max_new_tokens if gen else 0
     if not logit:
-        return [Request(ids, (), n_new) for ids in gen_ids], list(range(len(examples)))
+        return [Request(ids, (), n_new, example=ex) for ids, ex in zip(gen_ids, examples, strict=True)], \
+            list(range(len(examples)))
     answers = [[ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else []) for ex in examples]
     pairs = encode_pairs(tokenizer, [p.text for p in prompts],
                          [[continuation(p.text, a) for a in ans] for p, ans in zip(prompts, answers, strict=True)],
@@ -124,10 +125,10 @@ def _requests(examples: list[ConflictExample], prompts: list[Any], tokenizer: An
             if not c:
                 raise ValueError(f"{ex.suite}:{ex.id}: answer {a!r} tokenises to nothing")
         if not gen or list(g[:len(ctx)]) == ctx:
-            requests.append(Request(ctx, conts, n_new, tuple(g[len(ctx):]) if gen else ()))
+            requests.append(Request(ctx, conts, n_new, tuple(g[len(ctx):]) if gen else (), example=ex))
             owner.append(e)
         else:  # tokenisation is not prefix-stable here: score and generate separately
-            requests += [Request(ctx, conts), Request(g, (), n_new)]
+            requests += [Request(ctx, conts, example=ex), Request(g, (), n_new, example=ex)]
             owner += [e, e]
     return requests, owner
 
