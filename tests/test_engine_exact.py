@@ -32,14 +32,7 @@ def examples(n: int = 9) -> list[ConflictExample]:
 def models(tiny_model_dir):
     from ctxrely.models.load import load_model
 
-    cache: dict[str, tuple] = {}
-
-    def get(arch: str):
-        if arch not in cache:
-            cache[arch] = load_model(str(tiny_model_dir(arch)))
-        return cache[arch]
-
-    return get
+    return lambda arch: load_model(str(tiny_model_dir(arch)))
 
 
 def assert_same_rows(a, b, keys, tol=1e-4):
@@ -152,3 +145,44 @@ def test_logit_mode_needs_no_new_tokens(models):
     assert len(res.rows) == 3
     with pytest.raises(ConfigError, match="--limit"):
         api.evaluate(model, tok, examples=examples(3), mode="logits", limit=-1, progress=False)
+
+
+def test_a_decode_strategy_steers_scores_and_answers_alike(models):
+    """The seam i10's CAD/steering plugs into: one strategy object sees the prefill, the answer tails and
+    every decode step, so a logit change shows up in log-probs and in generated text alike."""
+    from ctxrely.engine.backend import Request
+    from ctxrely.engine.hf import HFBackend, PlainDecode
+
+    model, tok = models("llama")
+    boost = tok(" Lyon", add_special_tokens=False)["input_ids"][-1]
+    seen = []
+
+    class Boost:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def extend(self, ids, mask):
+            out = self.stream.extend(ids, mask).clone()
+            out[..., boost] += 1e4
+            return out
+
+        def select(self, rows):
+            return Boost(self.stream.select(rows))
+
+    class BoostDecode(PlainDecode):
+        def start(self, model, ids, mask, requests):
+            seen.extend(r.example for r in requests)
+            last, stream = super().start(model, ids, mask, requests)
+            last = last.clone()
+            last[..., boost] += 1e4
+            return last, Boost(stream)
+
+    backend = HFBackend(model, tok, BoostDecode())
+    out = backend.run([Request([5, 6, 7], conts=[[boost, boost], [9]], max_new_tokens=3, example="x")])[0]
+    assert out.scores[0].logp == pytest.approx(0.0, abs=1e-3) and out.scores[0].greedy
+    assert out.scores[1].logp < -1000
+    assert out.text == tok.decode([boost] * 3).strip()
+    assert seen == ["x"]
+    rows = api.score_examples(model, tok, examples(3), mode="both", max_new_tokens=2, backend=backend,
+                              progress=False)
+    assert [r.output for r in rows] == [tok.decode([boost] * 2).strip()] * 3
