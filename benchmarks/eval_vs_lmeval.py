@@ -179,6 +179,10 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--floor-limit", type=int, default=None,
+                    help="measure the in-process floors on the first n prompts only (they cost reps x 4 passes)")
+    ap.add_argument("--reuse-times", action="store_true",
+                    help="skip the whole-process runs: reuse WORKDIR/times.json and the outputs of a previous run")
     ap.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-eval-vs-lmeval")
     args = ap.parse_args()
     os.environ.update(ENV)
@@ -225,15 +229,19 @@ def main() -> None:
     for k, c in cmds.items():
         print(f"{k:8s}:", " ".join(c), flush=True)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in cmds}
-    for rep in range(args.reps):
+    if args.reuse_times:
+        times = json.loads((work / "times.json").read_text())
+    for rep in range(0 if args.reuse_times else args.reps):
         for k, c in cmds.items():
             times[k].append(timed(c, work / f"{k}.log"))
         print(f"  rep {rep + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f}s" for k, v in times.items()), flush=True)
+        (work / "times.json").write_text(json.dumps(times))
     wall = {k: min(w for w, _ in v) for k, v in times.items()}
     cpu = {k: min(c for _, c in v) for k, v in times.items()}
     same = compare(work, gen_task, mc_task)
     model, tok = load_model(model_dir, dtype="float32", device="cpu")
-    fl = floors(model, tok, exs, fmt, [args.stop], args.max_new_tokens, args.batch_size, args.reps)
+    fl_exs = exs[:args.floor_limit] if args.floor_limit else exs
+    fl = floors(model, tok, fl_exs, fmt, [args.stop], args.max_new_tokens, args.batch_size, args.reps)
     n_tok = [len(tok(fmt.render(e.context, e.question))["input_ids"]) for e in exs]
     res = {
         "generate_speedup": wall["lm_gen"] / wall["ctx_gen"], "both_speedup": wall["lm_both"] / wall["ctx_both"],
@@ -241,7 +249,7 @@ def main() -> None:
         "floor_ratio": fl["generate"][1] / fl["decode_floor"][1],
         "logits_over_prefill": fl["logits"][1] / fl["prefill_floor"][1],
         "same_answers": same["same"], "answers": same, "whole_process_s": {"wall": wall, "cpu": cpu},
-        "in_process_s": fl, "model": args.model, "n": len(exs), "prompt_tokens_mean": sum(n_tok) / len(n_tok),
+        "in_process_s": fl, "in_process_n": len(fl_exs), "model": args.model, "n": len(exs), "prompt_tokens_mean": sum(n_tok) / len(n_tok),
         "prompt_tokens_max": max(n_tok), "template": args.template, "stop": args.stop,
         "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "reps": args.reps, "threads": 1,
         "cores": os.cpu_count(), "load_avg_end": os.getloadavg()[0],
@@ -250,11 +258,11 @@ def main() -> None:
     print(f"data: {len(exs)} prompts, {res['prompt_tokens_mean']:.0f} tokens on average (max {max(n_tok)}); "
           f"model {args.model}; template {args.template!r}; stop {args.stop!r}; {args.max_new_tokens} new tokens; "
           f"batch {args.batch_size}")
-    print(f"generate, whole process (best of {args.reps}, wall): lm-eval {wall['lm_gen']:.2f}s vs ctxrely "
+    print(f"generate, whole process (best of {len(times['lm_gen'])}, wall): lm-eval {wall['lm_gen']:.2f}s vs ctxrely "
           f"{wall['ctx_gen']:.2f}s -> {res['generate_speedup']:.2f}x (CPU {res['generate_speedup_cpu']:.2f}x)")
     print(f"both, whole process (wall): lm-eval gen+mc {wall['lm_both']:.2f}s vs ctxrely --mode both "
           f"{wall['ctx_both']:.2f}s -> {res['both_speedup']:.2f}x (CPU {res['both_speedup_cpu']:.2f}x)")
-    print(f"floor (CPU, in process): ctxrely generate {fl['generate'][1]:.2f}s vs bare prefill+cached steps "
+    print(f"floor (CPU, in process, {len(fl_exs)} prompts): ctxrely generate {fl['generate'][1]:.2f}s vs bare prefill+cached steps "
           f"{fl['decode_floor'][1]:.2f}s -> {res['floor_ratio']:.3f}x; logit mode {fl['logits'][1]:.2f}s vs bare "
           f"prefill {fl['prefill_floor'][1]:.2f}s -> {res['logits_over_prefill']:.3f}x")
     print(f"answers: generate {same['gen_identical']}/{same['n']} identical to lm-eval, both-mode "

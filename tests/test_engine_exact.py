@@ -186,3 +186,25 @@ def test_a_decode_strategy_steers_scores_and_answers_alike(models):
     rows = api.score_examples(model, tok, examples(3), mode="both", max_new_tokens=2, backend=backend,
                               progress=False)
     assert [r.output for r in rows] == [tok.decode([boost] * 2).strip()] * 3
+
+
+def test_finished_rows_leave_the_batch_without_changing_answers(models):
+    from ctxrely.engine.hf import HFBackend, PlainDecode
+
+    model, tok = models("llama")
+    selects = []
+
+    class CountSelects(PlainDecode):
+        def start(self, model, ids, mask, requests):
+            last, stream = super().start(model, ids, mask, requests)
+            real = stream.select
+            stream.select = lambda rows: selects.append(len(rows)) or real(rows)
+            return last, stream
+
+    exs = examples()
+    kw = dict(mode="generate", max_new_tokens=10, batch_size=9, stop=["Le", "St", "port"], progress=False)  # rows stop at different steps
+    packed = api.score_examples(model, tok, exs, backend=HFBackend(model, tok, CountSelects()), **kw)
+    full = api.score_examples(model, tok, exs, backend=HFBackend(model, tok, compact=False), **kw)
+    assert selects and all(n < 9 for n in selects)  # rows did leave the batch
+    assert [r.output for r in packed] == [r.output for r in full]
+    assert len({len(r.output) for r in full}) > 2  # answers of several lengths

@@ -69,9 +69,11 @@ class HFBackend(Backend):
 
     supports_attention = True
 
-    def __init__(self, model: Any, tokenizer: Any, strategy: DecodeStrategy | None = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, strategy: DecodeStrategy | None = None,
+                 compact: bool = True) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.strategy = strategy or PlainDecode()
+        self.compact = compact  # drop finished rows from a decoding batch (see ``_decode``)
 
     def run(self, requests: Sequence[Request], *, stop: Sequence[str] = (),
             batch_size: int | None = None, batch_tokens: int | None = None,
@@ -144,36 +146,45 @@ class HFBackend(Backend):
 
     def _decode(self, reqs: list[Request], last: Any, stream: Stream, outs: list[Outcome], stop: Sequence[str],
                 device: Any) -> None:
-        """Greedy decoding on the prefill cache; ``forced`` tokens go in first and are not returned."""
+        """Greedy decoding on the prefill cache; ``forced`` tokens go in first and are not returned.
+
+        Finished rows leave the batch once they are a quarter of it (``compact``), so a batch whose
+        answers are mostly short does not keep computing its finished rows until the longest ends.
+        """
         import torch
 
         tok = self.tokenizer
         eos = eos_ids(self.model, tok)
         window = stop_window(stop)
-        n = len(reqs)
         new: list[list[int]] = [[] for _ in reqs]
-        fed = [0] * n
+        fed = [0] * len(reqs)
         done = [not r.wants_generation for r in reqs]
-        ones = torch.ones((n, 1), dtype=torch.long, device=device)
+        rows = list(range(len(reqs)))  # the request behind each row of the stream
         logits = last
         while True:
             nxt = logits.argmax(-1).tolist()
             feed = list(nxt)
-            for b, r in enumerate(reqs):
+            for k, b in enumerate(rows):
+                r = reqs[b]
                 if done[b]:
                     continue
                 if fed[b] < len(r.forced):
-                    feed[b] = r.forced[fed[b]]
+                    feed[k] = r.forced[fed[b]]
                     fed[b] += 1
-                elif nxt[b] in eos:
+                elif nxt[k] in eos:
                     done[b] = True
                 else:
-                    new[b].append(nxt[b])
+                    new[b].append(nxt[k])
                     if len(new[b]) >= r.max_new_tokens or (stop and hit_stop(tok, new[b], stop, window)):
                         done[b] = True
-            if all(done):
+            keep = [k for k, b in enumerate(rows) if not done[b]]
+            if not keep:
                 break
-            logits = stream.extend(torch.tensor(feed, device=device)[:, None], ones)[:, -1, :]
+            if self.compact and 4 * (len(rows) - len(keep)) >= len(rows):
+                stream = stream.select(torch.tensor(keep, device=device))
+                rows, feed = [rows[k] for k in keep], [feed[k] for k in keep]
+            step = torch.tensor(feed, device=device)[:, None]
+            logits = stream.extend(step, torch.ones_like(step))[:, -1, :]
         specials = [t for t in getattr(tok, "all_special_tokens", []) if t]
         for b, r in enumerate(reqs):
             if r.wants_generation:
