@@ -208,3 +208,11 @@ def test_finished_rows_leave_the_batch_without_changing_answers(models):
     assert selects and all(n < 9 for n in selects)  # rows did leave the batch
     assert [r.output for r in packed] == [r.output for r in full]
     assert len({len(r.output) for r in full}) > 2  # answers of several lengths
+
+
+def test_device_and_dtype_auto():
+    from ctxrely.models.load import resolve_device, resolve_dtype
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").startswith(expected) and resolve_device("cuda:1") == "cuda:1"
+    assert resolve_dtype("auto", "cpu") is torch.float32 and resolve_dtype("bfloat16", "cpu") is torch.bfloat16
