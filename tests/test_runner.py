@@ -2,12 +2,11 @@
 
 Greedy generation equals ``model.generate`` per prompt; shared-prefill scores equal a full forward
 pass; stop strings cut; long contexts are shortened (never the question) with a warning; pad-less
-tokenizers work; an interrupted run resumes from ``examples.partial.jsonl``.
+tokenizers work; an interrupted run resumes from ``examples.partial.jsonl``, flushed per batch.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 
@@ -125,10 +124,10 @@ def test_long_context_is_shortened_never_the_question_with_a_warning(models, cap
     with caplog.at_level(logging.WARNING):
         rows = api.score_examples(model, tok, [long, short], mode="both", max_new_tokens=8, progress=False)
     assert "shortened the context of 1/2 prompts" in caplog.text
-    assert rows[0]["context_truncated"] is True and rows[1]["context_truncated"] is False
-    assert rows[0]["prompt"].endswith("Question: What is the capital of Afghanistan?\nAnswer:")
-    assert len(tok(rows[0]["prompt"])["input_ids"]) + 8 <= model.config.max_position_embeddings
-    assert rows[0]["logp_cf"] < 0 and isinstance(rows[0]["output"], str)
+    assert rows[0].context_truncated is True and rows[1].context_truncated is False
+    assert rows[0].prompt.endswith("Question: What is the capital of Afghanistan?\nAnswer:")
+    assert len(tok(rows[0].prompt)["input_ids"]) + 8 <= model.config.max_position_embeddings
+    assert rows[0].logp_cf < 0 and isinstance(rows[0].output, str)
     huge_q = ConflictExample("q", "demo", "ctx", "why? " * 600, "a", "b")
     with pytest.raises(ValueError, match="cannot be shortened"):
         build_prompts([huge_q], get_format("raw"), tok, max_len=512, reserve=8)
@@ -156,8 +155,8 @@ def test_padless_tokenizer_gives_the_same_results(tiny_model_dir, tmp_path):
     got = api.score_examples(model, tok2, exs, mode="both", max_new_tokens=6, batch_size=4, progress=False)
     ref = api.score_examples(ref_model, ref_tok, exs, mode="both", max_new_tokens=6, batch_size=4, progress=False)
     for a, b in zip(got, ref, strict=True):
-        assert a["output"] == b["output"]
-        assert a["logp_cf"] == pytest.approx(b["logp_cf"], abs=1e-4)
+        assert a.output == b.output
+        assert a.logp_cf == pytest.approx(b.logp_cf, abs=1e-4)
     # the runner itself also copes with a tokenizer that has no pad id at all
     tok2.pad_token = None
     ids = [tok2(p)["input_ids"] for p in PROMPTS[:3]]
@@ -165,26 +164,27 @@ def test_padless_tokenizer_gives_the_same_results(tiny_model_dir, tmp_path):
         greedy_generate(ref_model, ref_tok, ids, max_new_tokens=4, stop=[])
 
 
-def test_interrupted_run_resumes_from_partial_file(models, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_from_partial_file(models, tmp_path):
+    from ctxrely.engine.hf import HFBackend
+
     model, tok = models("llama")
     exs = examples(10)
     kwargs = dict(mode="both", max_new_tokens=6, batch_size=4, n_boot=0, progress=False)
     clean_run = api.evaluate(model, tok, examples=exs, **kwargs)
 
     calls = {"n": 0}
-    real_score = api.score_examples
 
-    def crash_on_second_chunk(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("simulated crash")
-        return real_score(*a, **k)
+    class CrashOnSecondBatch(HFBackend):
+        def _run_batch(self, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("simulated crash")
+            return super()._run_batch(*a, **k)
 
-    monkeypatch.setattr(api, "score_examples", crash_on_second_chunk)
-    monkeypatch.setattr(api, "_score_resumable", functools.partial(api._score_resumable, chunk=4))
+    backend = CrashOnSecondBatch(model, tok)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        api.evaluate(model, tok, examples=exs, out_dir=out, **kwargs)
+        api.evaluate(model, tok, examples=exs, out_dir=out, backend=backend, **kwargs)
     partial = out / "examples.partial.jsonl"
     lines = partial.read_text().splitlines()
     assert len(lines) == 1 + 4 and not (out / "summary.json").exists()
@@ -194,8 +194,8 @@ def test_interrupted_run_resumes_from_partial_file(models, tmp_path, monkeypatch
     partial.write_text("\n".join(lines) + '\n{"id": "e9", "sui')  # plus a line torn by the crash
 
     calls["n"] = -100  # no more crashes
-    res = api.evaluate(model, tok, examples=exs, out_dir=out, **kwargs)
-    assert calls["n"] == -100 + 2  # 6 remaining rows in chunks of 4: two calls
+    res = api.evaluate(model, tok, examples=exs, out_dir=out, backend=backend, **kwargs)
+    assert calls["n"] == -100 + 2  # 6 remaining rows in batches of 4: two batches
     assert not partial.exists() and (out / "summary.json").exists()
     by_id = {r["id"]: r for r in res.rows}
     assert [r["id"] for r in res.rows] == [ex.id for ex in exs]
@@ -245,7 +245,8 @@ def test_tail_buckets_bound_padding():
 
 
 def test_long_stop_string_spanning_many_tokens_is_seen(tiny_tokenizer):
-    from ctxrely.engine.generate import _hit_stop, _stop_window
+    from ctxrely.engine.generate import hit_stop as _hit_stop
+    from ctxrely.engine.generate import stop_window as _stop_window
 
     tokens = tiny_tokenizer("The capital of France is Paris. The capital of Afghanistan is Kabul.")["input_ids"]
     stop = " of France is Paris. The capital of Afghanistan is Kabul."

@@ -4,6 +4,7 @@ Example:
     $ ctxrely eval --model smollm2-135m-instruct --suites cf_capitals,cf_quotes --format chat \\
         --mode both --out runs/eval-smollm2
     $ ctxrely eval --model ./my-model --data ../shared/data/cf_capitals/country_capitals_only.json --out runs/x
+    $ accelerate launch -m ctxrely eval --model ./my-7b --suites cf_capitals --out runs/x  # one process per GPU
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ HELP = "measure context reliance under knowledge conflicts (writes summary.json 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """--model/--device/--dtype/--trust-remote-code, shared by every command that loads a model."""
     p.add_argument("--model", required=True, help="zoo name (ctxrely models), local folder or hub id")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto",
+                   help="auto (this process's GPU when there is one, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: float32 on CPU, bfloat16 on GPUs that support it")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off)")
 
 
@@ -38,7 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="raw", help="prompt format name or a template with {context}/{question}")
     p.add_argument("--mode", default="both", choices=["generate", "logits", "both"])
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts per batch (alone: a fixed count; with --batch-tokens: a cap)")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="padded tokens per length-sorted batch, prompt plus new tokens (default 8192 "
+                        "when --batch-size is not given); batching never changes an answer")
     p.add_argument("--limit", type=int, default=None, help="first n examples of each suite")
     p.add_argument("--match", default="squad", choices=["squad", "raw"], help="answer matching")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable; replaces defaults)")
@@ -50,12 +57,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from ctxrely.data.loaders import parse_mapping
-    from ctxrely.engine.api import evaluate, resolve_suites
-    from ctxrely.models.load import load_model
+    from ctxrely.engine.api import check_options, evaluate, resolve_suites
+    from ctxrely.models.load import load_model, resolve_device
     from ctxrely.prompts import get_format
     from ctxrely.registry import load_builtins
 
+    check_options(args.limit, args.max_new_tokens, args.mode, args.batch_size, args.batch_tokens)
     load_builtins()
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else []
     if not suites and not args.data:
@@ -66,13 +76,22 @@ def run(args: argparse.Namespace) -> int:
     mapping = parse_mapping(args.mapping) if args.mapping else None
     # read every suite and data file before the (slow) model load, so a typo or bad row fails fast
     suite_objs = resolve_suites(suites, args.data, None, args.limit, mapping)
-    model, tok = load_model(args.model, dtype=args.dtype, device=args.device,
+    device = resolve_device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` / torchrun: join the group
+        from accelerate import PartialState
+
+        PartialState(cpu=device.startswith("cpu"))  # gloo on CPU, nccl on GPUs
+    model, tok = load_model(args.model, dtype=args.dtype, device=device,
                             trust_remote_code=args.trust_remote_code)
     res = evaluate(model, tok, suite_objs, fmt=fmt, mode=args.mode,
                    limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                   batch_tokens=args.batch_tokens,
                    stop=args.stop, match=args.match, indicator=args.indicator, n_boot=args.n_boot,
                    progress=not args.no_progress, out_dir=out, model_name=args.model)
-    print_result(res, out)
+    from ctxrely.track.distributed import world_info
+
+    if world_info()[0] == 0:  # the main process reports
+        print_result(res, out)
     return 0
 
 
@@ -80,8 +99,6 @@ def check_eval_args(args: argparse.Namespace, out: Path) -> None:
     """Refuse option values that would crash later or measure nothing (one-line ConfigError)."""
     from ctxrely.errors import ConfigError
 
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is an existing file; pass a folder (results go in summary.json and "
                           "examples.jsonl inside it)")

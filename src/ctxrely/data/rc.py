@@ -191,7 +191,9 @@ def rc_suite(obj: Any, fmt: str, name: str, path: str) -> Suite:
 def load_rc(path: str | Path, fmt: str | None = None, name: str | None = None) -> Suite | None:
     """Load an official RC JSON file; None when the file is not one (e.g. JSON Lines, a list)."""
     p = Path(path).expanduser()
-    text = p.read_text(encoding="utf-8-sig")
+    from ctxrely.data.records import read_text
+
+    text = read_text(p)  # one-line error naming the file and line for non-UTF-8 bytes
     if not text.lstrip().startswith("{"):
         return None
     try:

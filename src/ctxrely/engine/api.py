@@ -1,6 +1,9 @@
 """The one evaluation engine: examples -> prompts -> model -> per-example rows -> metrics.
 
 The CLI (``ctxrely eval``), the training callback, the lab and the lm-eval export all call this.
+Under a process group (``accelerate launch -m ctxrely eval ...``, or the Python API inside an
+``accelerate`` state) every process scores every ``world``-th example, rows are gathered in order
+and the main process writes the files; the result equals a one-process run.
 
 Example:
     >>> from ctxrely.models.tiny import tiny_model
@@ -12,26 +15,38 @@ Example:
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ctxrely.data.schema import ConflictExample, Suite
-from ctxrely.engine.generate import DEFAULT_STOP, greedy_generate
-from ctxrely.engine.logits import encode_pairs, score_continuations
-from ctxrely.engine.prompting import build_prompts, continuation, encode
+from ctxrely.engine.backend import Backend
+from ctxrely.engine.generate import DEFAULT_STOP
 from ctxrely.engine.result import EvalResult
-from ctxrely.metrics.conflict import aggregate, flat_metrics, gen_flags, logit_flags
+from ctxrely.engine.resume import ResumeLog
+from ctxrely.engine.scoring import MODES, Mode, score_examples
+from ctxrely.errors import ConfigError
+from ctxrely.metrics.conflict import aggregate, flat_metrics
 from ctxrely.metrics.matching import MatchMode
-from ctxrely.metrics.rc import rc_flags
 from ctxrely.prompts import PromptFormat, get_format
 from ctxrely.provenance import config_hash, provenance
 
-Mode = Literal["generate", "logits", "both"]
-MODES = ("generate", "logits", "both")
-log = logging.getLogger(__name__)
+__all__ = ["MODES", "Mode", "evaluate", "resolve_suites", "score_examples", "summarize", "check_options"]
+
+
+def check_options(limit: int | None = None, max_new_tokens: int = 32, mode: str = "both",
+                  batch_size: int | None = None, batch_tokens: int | None = None) -> None:
+    """Refuse option values that would silently measure nothing (one-line :class:`ConfigError`)."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive number of examples per suite, got {limit}")
+    if mode != "logits" and max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be >= 1 to generate answers (mode {mode}), got {max_new_tokens}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if batch_tokens is not None and batch_tokens < 1:
+        raise ConfigError(f"--batch-tokens must be >= 1, got {batch_tokens}")
 
 
 def resolve_suites(suites: Sequence[str | Suite] | None = None, data: Sequence[str] | str | None = None,
@@ -40,6 +55,7 @@ def resolve_suites(suites: Sequence[str | Suite] | None = None, data: Sequence[s
     """Built-in suite names, ``Suite`` objects, data files and raw examples, as one list of suites."""
     from ctxrely.data.suites import load_suite
 
+    check_options(limit=limit)
     out: list[Suite] = []
     for s in suites or ():
         suite = s if isinstance(s, Suite) else load_suite(s)
@@ -55,102 +71,6 @@ def resolve_suites(suites: Sequence[str | Suite] | None = None, data: Sequence[s
     if not out:
         raise ValueError("nothing to evaluate: pass suites, data or examples")
     return out
-
-
-def score_examples(
-    model: Any,
-    tokenizer: Any,
-    examples: Sequence[ConflictExample],
-    *,
-    fmt: str | PromptFormat = "raw",
-    mode: Mode = "logits",
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    stop: Sequence[str] | None = None,
-    match: MatchMode = "squad",
-    indicator: str | None = None,
-    progress: bool = True,
-    desc: str = "eval",
-) -> list[dict[str, Any]]:
-    """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``."""
-    from ctxrely.models.load import model_max_length
-
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
-    examples = list(examples)
-    if not examples:
-        return []
-    stop = list(DEFAULT_STOP if stop is None else stop)
-    targets = [a for ex in examples for a in ex.cf_targets() + ex.param_targets()]
-    answer_len = max(len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]) + 1
-    reserve = max(max_new_tokens if mode != "logits" else 0, answer_len if mode != "generate" else 0)
-    prompts = build_prompts(examples, pf, tokenizer, model_max_length(model, tokenizer), reserve, indicator)
-    rows: list[dict[str, Any]] = [
-        {"id": ex.id, "suite": ex.suite, "prompt": p.text, "cf_answer": ex.cf_answer,
-         "param_answer": ex.param_answer, "context_truncated": p.context_truncated}
-        for ex, p in zip(examples, prompts, strict=True)
-    ]
-    passes = (mode in ("generate", "both")) + (mode in ("logits", "both"))
-    bar = _progress(len(examples) * passes, desc, progress)
-    was_training = getattr(model, "training", False)
-    model.eval()
-    try:
-        if mode in ("generate", "both"):
-            ids = [p.ids or encode(tokenizer, p.text, pf) for p in prompts]
-            outs = greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=stop,
-                                   batch_size=batch_size, on_batch=bar.update)
-            for row, ex, out in zip(rows, examples, outs, strict=True):
-                row["output"] = out
-                row.update(gen_flags(out, ex.cf_targets(), ex.param_targets(), match))
-                if ex.param_answer is None:  # gold answers only (reading comprehension): EM / F1 too
-                    row.update(rc_flags(out, ex.cf_targets()))
-        if mode in ("logits", "both"):
-            _score_logits(model, tokenizer, pf, examples, prompts, rows, batch_size, bar.update)
-    finally:
-        bar.close()
-        if was_training:
-            model.train()
-    return rows
-
-
-def _score_logits(model: Any, tokenizer: Any, pf: PromptFormat, examples: list[ConflictExample],
-                  prompts: list[Any], rows: list[dict[str, Any]], batch_size: int, on_batch: Any) -> None:
-    answers = [[ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else []) for ex in examples]
-    pairs = encode_pairs(tokenizer, [p.text for p in prompts],
-                         [[continuation(p.text, a) for a in ans] for p, ans in zip(prompts, answers, strict=True)],
-                         not pf.chat, prompt_ids=[p.ids for p in prompts])
-    for ex, ans, (_, cs) in zip(examples, answers, pairs, strict=True):
-        for a, c in zip(ans, cs, strict=True):
-            if not c:
-                raise ValueError(f"{ex.suite}:{ex.id}: answer {a!r} tokenises to nothing")
-    prompt_ids = [p for p, _ in pairs]
-    conts = [cs for _, cs in pairs]
-    scores = score_continuations(model, tokenizer, prompt_ids, conts, batch_size=batch_size, on_batch=on_batch)
-    for row, sc in zip(rows, scores, strict=True):
-        cf, pa = sc[0], (sc[1] if len(sc) > 1 else None)
-        row.update({"logp_cf": cf.logp, "n_tok_cf": cf.n_tokens, "first_logp_cf": cf.first_logp,
-                    "cf_greedy": cf.greedy})
-        row.update({"logp_param": None if pa is None else pa.logp,
-                    "n_tok_param": None if pa is None else pa.n_tokens,
-                    "first_logp_param": None if pa is None else pa.first_logp})
-        row.update(logit_flags(cf.logp, None if pa is None else pa.logp))
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="ex", leave=False)
 
 
 def summarize(rows: list[dict[str, Any]], suites: Sequence[Suite], config: dict[str, Any],
@@ -189,7 +109,8 @@ def evaluate(
     mode: Mode = "logits",
     limit: int | None = None,
     max_new_tokens: int = 32,
-    batch_size: int = 16,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
     stop: Sequence[str] | None = None,
     match: MatchMode = "squad",
     indicator: str | None = None,
@@ -197,6 +118,7 @@ def evaluate(
     progress: bool = True,
     out_dir: str | Path | None = None,
     model_name: str | None = None,
+    backend: Backend | None = None,
 ) -> EvalResult:
     """Evaluate context reliance of an in-memory model on suites, data files or examples.
 
@@ -205,64 +127,59 @@ def evaluate(
         data: paths of published-format files (auto-detected) or hub dataset ids.
         examples: in-memory ``ConflictExample`` objects.
         fmt: prompt format name or template string ("{context} ... {question}").
-        mode: ``generate`` (answer containment), ``logits`` (log p(cf) vs log p(param)) or ``both``.
+        mode: ``generate`` (answer containment), ``logits`` (log p(cf) vs log p(param)) or ``both``
+            (one prefill per prompt serves both).
         limit: keep the first n examples of each suite.
+        batch_size: prompts per batch (alone: a fixed count; with ``batch_tokens``: a cap).
+        batch_tokens: padded tokens per length-sorted batch (default when neither is given:
+            ``ctxrely.engine.batching.DEFAULT_BATCH_TOKENS``). Batching never changes an answer.
         indicator: text appended to the question (indicator-token fine-tuning).
-        out_dir: if given, write ``summary.json`` and ``examples.jsonl`` there; a rerun with the
-            same config resumes from ``examples.partial.jsonl`` instead of starting over.
+        out_dir: if given, write ``summary.json`` and ``examples.jsonl`` there (main process only); a
+            rerun with the same config resumes from the ``examples.partial*.jsonl`` files, which are
+            flushed after every batch.
+        backend: the model backend (default: the transformers one over ``model``).
     """
+    from ctxrely.track.distributed import all_gather, gather_in_order, world_info
+
+    check_options(limit, max_new_tokens, mode, batch_size, batch_tokens)
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     suite_list = resolve_suites(suites, data, examples, limit, mapping)
     config = {
         "model": model_name or getattr(getattr(model, "config", None), "_name_or_path", None),
         "format": {"name": pf.name, "hash": pf.chat_hash(tokenizer), "version": pf.version},
-        "mode": mode, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+        "mode": mode, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "batch_tokens": batch_tokens,
         "stop": list(DEFAULT_STOP if stop is None else stop), "match": match, "indicator": indicator,
         "limit": limit, "n_boot": n_boot,
         "suites": {s.name: {"version": s.version, "hash": s.hash} for s in suite_list},
     }
     all_examples = [ex for s in suite_list for ex in s.examples]
-    kwargs = dict(fmt=pf, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
-                  match=match, indicator=indicator, progress=progress)
-    if out_dir is None:
-        rows = score_examples(model, tokenizer, all_examples, **kwargs)
+    rank, world = world_info()
+    resume = None if out_dir is None else ResumeLog(Path(out_dir), config_hash(config), rank, world)
+    done = resume.load() if resume is not None and rank == 0 else {}
+    if world > 1:  # every process takes the main process's view, read before anyone writes
+        done = all_gather(done)[0]
+    todo = [i for i, ex in enumerate(all_examples) if (ex.suite, ex.id) not in done]
+    mine = todo[rank::world]
+    desc = "eval" if world == 1 else f"eval (process {rank} of {world})"
+    if done:
+        desc += f", {len(done)} resumed"
+    kwargs = dict(fmt=pf, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                  batch_tokens=batch_tokens, stop=stop, match=match, indicator=indicator,
+                  progress=progress and rank == 0, desc=desc, backend=backend)
+    exs = [all_examples[i] for i in mine]
+    if resume is None:
+        scored = score_examples(model, tokenizer, exs, **kwargs)
     else:
-        rows = _score_resumable(model, tokenizer, all_examples, Path(out_dir), config_hash(config), kwargs)
+        with resume:
+            scored = score_examples(model, tokenizer, exs, on_rows=lambda rs: resume.append([r.to_dict() for r in rs]),
+                                    **kwargs)
+    new = dict(gather_in_order([(i, (i, r.to_dict())) for i, r in zip(mine, scored, strict=True)]))
+    rows = [done[(ex.suite, ex.id)] if i not in new else new[i] for i, ex in enumerate(all_examples)]
     result = summarize(rows, suite_list, config, n_boot=n_boot)
-    if out_dir is not None:
+    result.summary["processes"] = world
+    if out_dir is not None and rank == 0:
         result.save(out_dir)
-        (Path(out_dir) / "examples.partial.jsonl").unlink(missing_ok=True)
+        resume.clear()  # type: ignore[union-attr]
+    if world > 1:
+        all_gather(None)  # every process returns after the files exist
     return result
-
-
-def _score_resumable(model: Any, tokenizer: Any, examples: list[ConflictExample], out: Path, fingerprint: str,
-                     kwargs: dict[str, Any], chunk: int = 256) -> list[dict[str, Any]]:
-    """Score in chunks, appending rows to a partial file, skipping rows a previous run finished."""
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / "examples.partial.jsonl"
-    done: dict[tuple[str, str], dict[str, Any]] = {}
-    if partial.exists():
-        lines = partial.read_text(encoding="utf-8").splitlines()
-        if lines and json.loads(lines[0]).get("config_hash") == fingerprint:
-            for line in lines[1:]:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:  # a torn last line from a crash
-                    continue
-                done[(r["suite"], r["id"])] = r
-            if done:
-                log.info("resuming: %d of %d examples already scored in %s", len(done), len(examples), partial)
-        else:
-            partial.unlink()
-    if not partial.exists():
-        partial.write_text(json.dumps({"config_hash": fingerprint}) + "\n", encoding="utf-8")
-    todo = [ex for ex in examples if (ex.suite, ex.id) not in done]
-    with open(partial, "a", encoding="utf-8") as f:
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            desc = f"eval {start + len(done)}/{len(examples)}"
-            for r in score_examples(model, tokenizer, part, desc=desc, **kwargs):
-                done[(r["suite"], r["id"])] = r
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-    return [done[(ex.suite, ex.id)] for ex in examples]

@@ -1,14 +1,19 @@
-"""Length-sorted batches and left padding shared by generation, scoring and diagnostics.
+"""Length-sorted batches (by count or by token budget) and left padding, shared by generation,
+scoring and diagnostics.
 
 Example:
     >>> list(length_sorted_batches([[1], [1, 2, 3], [1, 2]], batch_size=2))
     [[1, 2], [0]]
+    >>> token_budget_batches([3, 1, 2, 5], batch_tokens=8)
+    [[3], [0, 2], [1]]
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+DEFAULT_BATCH_TOKENS = 8192  # padded tokens per batch when neither a batch size nor a budget is given
 
 
 def length_sorted_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> Iterator[list[int]]:
@@ -18,6 +23,39 @@ def length_sorted_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> Ite
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     for start in range(0, len(order), batch_size):
         yield order[start:start + batch_size]
+
+
+def token_budget_batches(lengths: Sequence[int], batch_tokens: int, max_batch: int | None = None,
+                         extra: int = 0) -> list[list[int]]:
+    """Indices grouped longest first so that ``rows x (longest + extra) <= batch_tokens``.
+
+    ``extra`` counts tokens every row will grow by (new tokens to generate); a row that alone exceeds
+    the budget gets a batch of its own; ``max_batch`` caps the rows per batch.
+    """
+    if batch_tokens < 1:
+        raise ValueError("batch_tokens must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[int]] = []
+    for i in order:
+        cur = out[-1] if out else None
+        width = (lengths[cur[0]] + extra) if cur else 0  # the first row of a batch is its longest
+        if cur and (len(cur) + 1) * width <= batch_tokens and (max_batch is None or len(cur) < max_batch):
+            cur.append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def plan_batches(lengths: Sequence[int], batch_size: int | None = None, batch_tokens: int | None = None,
+                 extra: int = 0) -> list[list[int]]:
+    """The engine's batching rule: a fixed count (``batch_size`` alone), a token budget
+    (``batch_tokens``, capped at ``batch_size`` rows when both are given), or the default budget."""
+    if batch_size is not None and batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    if batch_tokens is None and batch_size is not None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    return token_budget_batches(lengths, batch_tokens or DEFAULT_BATCH_TOKENS, batch_size, extra)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: Any = "cpu") -> tuple[Any, Any, Any]:

@@ -1,18 +1,18 @@
-"""Batched greedy decoding with a KV cache and stop strings.
+"""Greedy decoding: stop strings, EOS ids, output cleaning, and ``greedy_generate`` over the backend.
 
-Prompts are length-sorted and left-padded; logits are computed only at the last position; a batch
-stops as soon as every sequence has hit EOS or a stop string.
+The decoding loop itself lives in :mod:`ctxrely.engine.hf` (it shares its prefill with answer
+scoring); this module holds what any backend needs to turn tokens into an answer.
 
 Example:
-    >>> texts = greedy_generate(model, tok, ["Q: 2+2?\\nA:"], max_new_tokens=8, stop=["\\n"])  # doctest: +SKIP
+    >>> truncate_at_stop("Paris.\\n\\nQuestion: next", ["\\n\\n", "###"])
+    'Paris.'
+    >>> texts = greedy_generate(model, tok, [[5, 6, 7]], max_new_tokens=8, stop=["\\n"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 
 DEFAULT_STOP = ("\n\n", "\nQuestion:", "###", "<|user|>", "<|im_end|>", "<|endoftext|>", "</s>", "<end_of_turn>")
 
@@ -35,7 +35,8 @@ def greedy_generate(
     *,
     max_new_tokens: int = 32,
     stop: Sequence[str] = DEFAULT_STOP,
-    batch_size: int = 16,
+    batch_size: int | None = 16,
+    batch_tokens: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Greedy continuations of pre-tokenised prompts, cut at the first stop string.
@@ -44,24 +45,15 @@ def greedy_generate(
         prompt_ids: token ids per prompt (already rendered and shortened to fit).
         on_batch: called with the number of prompts finished after each batch (progress bars).
     """
-    import torch
+    from ctxrely.engine.hf import HFBackend
 
-    device = next(model.parameters()).device
-    pad = pad_id_of(tokenizer)
-    eos_ids = _eos_ids(model, tokenizer)
-    outputs: list[str] = [""] * len(prompt_ids)
-    with torch.inference_mode():
-        for idx in length_sorted_batches(prompt_ids, batch_size):
-            texts = _generate_batch(model, tokenizer, [prompt_ids[i] for i in idx], pad, eos_ids,
-                                    max_new_tokens, stop, device)
-            for i, t in zip(idx, texts, strict=True):
-                outputs[i] = t
-            if on_batch:
-                on_batch(len(idx))
-    return outputs
+    done = (lambda idx, _: on_batch(len(idx))) if on_batch else None
+    return HFBackend(model, tokenizer).generate(prompt_ids, max_new_tokens, stop=stop, batch_size=batch_size,
+                                                batch_tokens=batch_tokens, on_batch=done)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every EOS id the generation config, model config or tokenizer names."""
     ids: set[int] = set()
     for src in (getattr(model, "generation_config", None), model.config, tokenizer):
         v = getattr(src, "eos_token_id", None)
@@ -72,54 +64,21 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _generate_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: int, eos_ids: set[int],
-                    max_new_tokens: int, stop: Sequence[str], device: Any) -> list[str]:
-    import torch
-
-    ids, mask, pos = left_pad(seqs, pad, device)
-    n = len(seqs)
-    new_tokens: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    past = out.past_key_values
-    last_pos = pos[:, -1:]
-    window = _stop_window(stop)
-    for step in range(max_new_tokens):
-        nxt = out.logits[:, -1, :].argmax(-1)
-        for i, tok in enumerate(nxt.tolist()):
-            if done[i]:
-                continue
-            if tok in eos_ids:
-                done[i] = True
-                continue
-            new_tokens[i].append(tok)
-            if stop and _hit_stop(tokenizer, new_tokens[i], stop, window):
-                done[i] = True
-        if all(done) or step == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
-        last_pos = last_pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos,
-                    past_key_values=past, use_cache=True, logits_to_keep=1)
-        past = out.past_key_values
-    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
-    return [_clean(truncate_at_stop(tokenizer.decode(t, skip_special_tokens=False), stop), specials)
-            for t in new_tokens]
-
-
-def _clean(text: str, specials: Sequence[str]) -> str:
+def clean_output(text: str, stop: Sequence[str], specials: Sequence[str]) -> str:
+    """Cut at the first stop string, drop special tokens, strip."""
+    text = truncate_at_stop(text, stop)
     for s in specials:
         text = text.replace(s, "")
     return text.strip()
 
 
-def _stop_window(stop: Sequence[str]) -> int:
+def stop_window(stop: Sequence[str]) -> int:
     """Tokens to decode when checking for stop strings: every token decodes to at least one byte, so a
     stop string of n bytes that just completed lies within the last n + 1 tokens."""
     return max([8] + [len(s.encode("utf-8")) + 2 for s in stop if s])
 
 
-def _hit_stop(tokenizer: Any, tokens: list[int], stop: Sequence[str], window: int = 8) -> bool:
+def hit_stop(tokenizer: Any, tokens: list[int], stop: Sequence[str], window: int = 8) -> bool:
     """Whether a stop string occurs in the decoded last ``window`` tokens (checked after every token,
     so a stop string that completed earlier was already seen then)."""
     tail = tokenizer.decode(tokens[-window:], skip_special_tokens=False)

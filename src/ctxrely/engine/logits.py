@@ -1,7 +1,7 @@
 """Log-probabilities of several answers as continuations of one prompt, sharing one prefill.
 
 The prompt runs once (logits only at its last position); the KV cache is then gathered once per
-continuation and only the continuation tokens run again. Tokenisation follows lm-evaluation-harness
+continuation and only the continuation tokens run again (see :mod:`ctxrely.engine.hf`). Tokenisation follows lm-evaluation-harness
 (``whole = enc(prompt + cont)``; ``cont_ids = whole[len(enc(prompt)):]``, trailing prompt whitespace
 moved onto the continuation), so numbers match its loglikelihood requests.
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
 
 
 @dataclass(frozen=True)
@@ -74,69 +72,16 @@ def score_continuations(
     prompt_ids: Sequence[Sequence[int]],
     conts: Sequence[Sequence[Sequence[int]]],
     *,
-    batch_size: int = 16,
+    batch_size: int | None = 16,
+    batch_tokens: int | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[list[ContScore]]:
     """Score ``conts[i][j]`` (token ids) after ``prompt_ids[i]`` for every i, j."""
-    import torch
+    from ctxrely.engine.hf import HFBackend
 
-    for i, cs in enumerate(conts):
-        if any(len(c) == 0 for c in cs):
-            raise ValueError(f"prompt {i}: a continuation tokenises to no tokens (empty answer?)")
-    device = next(model.parameters()).device
-    pad = pad_id_of(tokenizer)
-    results: list[list[ContScore]] = [[] for _ in prompt_ids]
-    with torch.inference_mode():
-        for idx in length_sorted_batches(prompt_ids, batch_size):
-            batch = _score_batch(model, [prompt_ids[i] for i in idx], [conts[i] for i in idx], pad, device)
-            for i, r in zip(idx, batch, strict=True):
-                results[i] = r
-            if on_batch:
-                on_batch(len(idx))
-    return results
-
-
-def _score_batch(model: Any, prompts: list[Sequence[int]], conts: list[Sequence[Sequence[int]]], pad: int,
-                 device: Any) -> list[list[ContScore]]:
-    import torch
-
-    ids, mask, pos = left_pad(prompts, pad, device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-    first_arg = first.argmax(-1).tolist()
-    # rows that need more than their first token: (prompt b, continuation j), in buckets of similar
-    # length so one long answer does not pad every other continuation to its width
-    rows = [(b, j) for b, cs in enumerate(conts) for j, c in enumerate(cs) if len(c) > 1]
-    tails: dict[tuple[int, int], tuple[float, bool]] = {}
-    past = out.past_key_values
-    for bucket in tail_buckets([len(conts[b][j]) - 1 for b, j in rows]):
-        brows = [rows[r] for r in bucket]
-        sel = torch.tensor([b for b, _ in brows], device=device)
-        width = max(len(conts[b][j]) - 1 for b, j in brows)
-        inp = [list(conts[b][j][:-1]) for b, j in brows]
-        t_ids = torch.tensor([c + [pad] * (width - len(c)) for c in inp], dtype=torch.long, device=device)
-        t_mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in inp], dtype=mask.dtype, device=device)
-        target = torch.tensor([list(conts[b][j][1:]) + [0] * (width - len(c))
-                               for (b, j), c in zip(brows, inp, strict=True)], dtype=torch.long, device=device)
-        t_pos = pos[sel, -1:] + 1 + torch.arange(width, device=device)[None, :]
-        full_mask = torch.cat([mask[sel], t_mask], dim=1)
-        t_out = model(input_ids=t_ids, attention_mask=full_mask, position_ids=t_pos,
-                      past_key_values=_select_rows(past, sel), use_cache=True)
-        lp = torch.log_softmax(t_out.logits.float(), dim=-1)
-        real = t_mask.bool()
-        tok_lp = torch.where(real, lp.gather(-1, target[..., None]).squeeze(-1), 0.0).sum(-1).tolist()
-        greedy = ((lp.argmax(-1) == target) | ~real).all(-1).tolist()
-        for r, bj in enumerate(brows):
-            tails[bj] = (tok_lp[r], bool(greedy[r]))
-    results: list[list[ContScore]] = []
-    for b, cs in enumerate(conts):
-        per: list[ContScore] = []
-        for j, c in enumerate(cs):
-            f = float(first[b, c[0]])
-            rest, rest_greedy = tails.get((b, j), (0.0, True))
-            per.append(ContScore(f + rest, len(c), f, first_arg[b] == c[0] and rest_greedy))
-        results.append(per)
-    return results
+    done = (lambda idx, _: on_batch(len(idx))) if on_batch else None
+    return HFBackend(model, tokenizer).loglikelihood(prompt_ids, conts, batch_size=batch_size,
+                                                    batch_tokens=batch_tokens, on_batch=done)
 
 
 def tail_buckets(lengths: Sequence[int], slack: int = 2) -> list[list[int]]:
@@ -154,21 +99,3 @@ def tail_buckets(lengths: Sequence[int], slack: int = 2) -> list[list[int]]:
         else:
             buckets.append([i])
     return buckets
-
-
-def _select_rows(past: Any, sel: Any) -> Any:
-    """A view of the prefill cache holding rows ``sel`` that leaves ``past`` itself untouched.
-
-    Layers are shallow-copied before ``batch_select_indices`` rebinds their tensors (indexing makes
-    new tensors), so the full cache stays valid for the next bucket without copying all of it.
-    """
-    import copy
-
-    layers = getattr(past, "layers", None)
-    if layers is None:
-        sub = copy.deepcopy(past)
-    else:
-        sub = copy.copy(past)
-        sub.layers = [copy.copy(layer) for layer in layers]
-    sub.batch_select_indices(sel)
-    return sub

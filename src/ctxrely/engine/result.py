@@ -1,6 +1,10 @@
-"""The result of one evaluation: a summary (metrics with CIs, config, provenance) and per-example rows.
+"""The result of one evaluation: a summary (metrics with CIs, config, provenance) and per-example rows,
+and :class:`ScoredRow`, the engine's typed row (``to_dict()`` gives the ``examples.jsonl`` line).
 
 Example:
+    >>> row = ScoredRow(id="q1", suite="toy", prompt="P", cf_answer="Lyon", param_answer="Paris")
+    >>> sorted(row.to_dict())  # neither mode ran yet: only the example's own fields
+    ['cf_answer', 'context_truncated', 'id', 'param_answer', 'prompt', 'suite']
     >>> res = EvalResult(summary={"metrics": {"all": {"n": 0}}, "flat": {"all/cf_acc": 0.5}}, rows=[])
     >>> res.metrics["all/cf_acc"]
     0.5
@@ -10,9 +14,55 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+GEN_KEYS = ("output", "cf_hit", "param_hit", "bucket")
+LOGIT_KEYS = ("logp_cf", "n_tok_cf", "first_logp_cf", "cf_greedy", "logp_param", "n_tok_param",
+              "first_logp_param", "m_c", "cf_wins", "logp_margin")
+RC_KEYS = ("contains", "exact_match", "f1")
+
+
+@dataclass
+class ScoredRow:
+    """One scored example. Generation fields are set when ``output`` is; logit fields when ``logp_cf`` is."""
+
+    id: str
+    suite: str
+    prompt: str
+    cf_answer: str
+    param_answer: str | None
+    context_truncated: bool = False
+    output: str | None = None  # generate mode: the greedy answer, cut at the stop strings
+    cf_hit: bool | None = None
+    param_hit: bool | None = None
+    bucket: str | None = None  # cf_only / param_only / both / neither
+    logp_cf: float | None = None  # logits mode: sum of the answer's token log-probs
+    n_tok_cf: int | None = None
+    first_logp_cf: float | None = None
+    cf_greedy: bool | None = None  # every token of the cf answer is the argmax
+    logp_param: float | None = None
+    n_tok_param: int | None = None
+    first_logp_param: float | None = None
+    m_c: float | None = None  # p_cf / (p_cf + p_param)
+    cf_wins: bool | None = None
+    logp_margin: float | None = None
+    contains: bool | None = None  # gold answers only (reading comprehension): ctxrely.metrics.rc
+    exact_match: bool | None = None
+    f1: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as ``examples.jsonl`` holds it: keys of a mode that did not run are left out."""
+        d = asdict(self)
+        drop = (GEN_KEYS if self.output is None else ()) + (LOGIT_KEYS if self.logp_cf is None else ()) \
+            + (RC_KEYS if self.f1 is None else ())
+        return {k: v for k, v in d.items() if k not in drop}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScoredRow:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _write_atomic(path: Path, text: str) -> None:

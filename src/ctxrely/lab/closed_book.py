@@ -129,9 +129,9 @@ def _probe(model: Any, tokenizer: Any, examples: list[ConflictExample], echoes: 
                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress, desc=desc)
     out = []
     for r, ex, echo in zip(rows, examples, echoes, strict=True):
-        known = (answers_with(r["output"], ex.cf_targets(), echo) if method == "generate"
-                 else bool(r["cf_greedy"]))
-        out.append({"known": known, "output": r.get("output"), "logp": r.get("logp_cf")})
+        known = (answers_with(r.output or "", ex.cf_targets(), echo) if method == "generate"
+                 else bool(r.cf_greedy))
+        out.append({"known": known, "output": r.output, "logp": r.logp_cf})
     return out
 
 

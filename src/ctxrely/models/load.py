@@ -72,6 +72,36 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: this process's GPU under ``accelerate``/``torchrun`` (``LOCAL_RANK``), else ``cuda``
+    when one is present, else ``cpu``; anything else is returned as given.
+
+    Example:
+        >>> resolve_device("cuda:1")
+        'cuda:1'
+    """
+    if device != "auto":
+        return device
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{os.environ['LOCAL_RANK']}" if "LOCAL_RANK" in os.environ else "cuda"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    """``auto``: float32 on CPU, bfloat16 on a GPU that supports it, else the checkpoint's dtype."""
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32 if device == "cpu" else "auto"
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -84,12 +114,12 @@ def load_model(
 
     Args:
         name_or_path: a name from ``ctxrely models``, a local folder, or a Hugging Face hub id.
-        dtype: ``auto`` (float32 on CPU, the checkpoint's dtype elsewhere) or an explicit dtype.
-        device: ``cpu``, ``cuda``, ``cuda:1``, ...
+        dtype: ``auto`` (float32 on CPU, bfloat16 on GPUs that support it, else the checkpoint's
+            dtype) or an explicit dtype.
+        device: ``auto`` (see :func:`resolve_device`), ``cpu``, ``cuda``, ``cuda:1``, ...
         trust_remote_code: run code shipped with the checkpoint (off by default).
         revision: hub revision.
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -99,10 +129,8 @@ def load_model(
         from ctxrely.models import zoo
 
         loc = str(zoo.ensure_local(loc))
-    if dtype == "auto":
-        torch_dtype: Any = torch.float32 if device == "cpu" else "auto"
-    else:
-        torch_dtype = getattr(torch, dtype)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
         tokenizer = AutoTokenizer.from_pretrained(loc, **kwargs)

@@ -189,9 +189,9 @@ def run_probe(model: Any, tokenizer: Any, probe: Probe) -> ProbeResult:
     from ctxrely.engine.api import score_examples
     from ctxrely.track.attention import context_attention
 
-    rows = _gathered(lambda exs: score_examples(
+    rows = _gathered(lambda exs: [r.to_dict() for r in score_examples(
         model, tokenizer, exs, fmt=probe.fmt, mode=probe.mode, max_new_tokens=probe.max_new_tokens,
-        batch_size=probe.batch_size, indicator=probe.indicator, progress=False), probe.examples)
+        batch_size=probe.batch_size, indicator=probe.indicator, progress=False)], probe.examples)
     metrics: dict[str, float | None] = {}
     for name in probe.suites:
         metrics.update(flat_metrics(aggregate([r for r in rows if r["suite"] == name], n_boot=0), name))

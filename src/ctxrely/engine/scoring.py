@@ -1,0 +1,167 @@
+"""Score examples: prompts -> backend requests (one per example) -> :class:`ScoredRow` objects.
+
+In ``both`` mode each example is one request: its prompt is prefilled once, the two answers are
+scored on that cache and greedy decoding continues from it. Scoring tokenises as lm-eval does
+(trailing prompt whitespace moves onto the answer), so the generation prompt may run a token or two
+past the scored prompt: those tokens are fed as ``forced`` tokens before decoding starts.
+
+Example:
+    >>> rows = score_examples(model, tok, examples, mode="both", batch_tokens=4096)  # doctest: +SKIP
+    >>> rows[0].output, rows[0].m_c  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from ctxrely.data.schema import ConflictExample
+from ctxrely.engine.backend import Backend, Outcome, Request
+from ctxrely.engine.generate import DEFAULT_STOP
+from ctxrely.engine.logits import encode_pairs
+from ctxrely.engine.prompting import build_prompts, continuation, encode
+from ctxrely.engine.result import ScoredRow
+from ctxrely.metrics.conflict import gen_flags, logit_flags
+from ctxrely.metrics.matching import MatchMode
+from ctxrely.metrics.rc import rc_flags
+from ctxrely.prompts import PromptFormat, get_format
+
+Mode = Literal["generate", "logits", "both"]
+MODES = ("generate", "logits", "both")
+
+
+def score_examples(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[ConflictExample],
+    *,
+    fmt: str | PromptFormat = "raw",
+    mode: Mode = "logits",
+    max_new_tokens: int = 32,
+    batch_size: int | None = None,
+    batch_tokens: int | None = None,
+    stop: Sequence[str] | None = None,
+    match: MatchMode = "squad",
+    indicator: str | None = None,
+    progress: bool = True,
+    desc: str = "eval",
+    backend: Backend | None = None,
+    on_rows: Callable[[list[ScoredRow]], None] | None = None,
+) -> list[ScoredRow]:
+    """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``.
+
+    Args:
+        batch_size: prompts per batch (alone: a fixed count; with ``batch_tokens``: a cap).
+        batch_tokens: padded tokens per batch, prompt plus the tokens it will generate or score
+            (default when neither is given: ``batching.DEFAULT_BATCH_TOKENS``).
+        backend: the model backend (default: :class:`ctxrely.engine.hf.HFBackend` over ``model``).
+        on_rows: called with the rows every batch finishes (resume files flush per batch).
+    """
+    from ctxrely.models.load import model_max_length
+
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
+    examples = list(examples)
+    if not examples:
+        return []
+    gen, logit = mode in ("generate", "both"), mode in ("logits", "both")
+    stop = list(DEFAULT_STOP if stop is None else stop)
+    targets = [a for ex in examples for a in ex.cf_targets() + ex.param_targets()]
+    answer_len = max(len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]) + 1
+    reserve = max(max_new_tokens if gen else 0, answer_len if logit else 0)
+    prompts = build_prompts(examples, pf, tokenizer, model_max_length(model, tokenizer), reserve, indicator)
+    requests, owner = _requests(examples, prompts, tokenizer, pf, gen, logit, max_new_tokens)
+    rows = [ScoredRow(id=ex.id, suite=ex.suite, prompt=p.text, cf_answer=ex.cf_answer,
+                      param_answer=ex.param_answer, context_truncated=p.context_truncated)
+            for ex, p in zip(examples, prompts, strict=True)]
+    pending = [0] * len(examples)
+    for e in owner:
+        pending[e] += 1
+    bar = _progress(len(examples), desc, progress)
+
+    def finished(idx: list[int], outs: list[Outcome]) -> None:
+        ready = []
+        for i, o in zip(idx, outs, strict=True):
+            e = owner[i]
+            _fill(rows[e], examples[e], o, match)
+            pending[e] -= 1
+            if pending[e] == 0:
+                ready.append(rows[e])
+        bar.update(len(ready))
+        if on_rows and ready:
+            on_rows(ready)
+
+    if backend is None:
+        from ctxrely.engine.hf import HFBackend
+
+        backend = HFBackend(model, tokenizer)
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        backend.run(requests, stop=stop, batch_size=batch_size, batch_tokens=batch_tokens, on_batch=finished)
+    finally:
+        bar.close()
+        if was_training:
+            model.train()
+    return rows
+
+
+def _requests(examples: list[ConflictExample], prompts: list[Any], tokenizer: Any, pf: PromptFormat, gen: bool,
+              logit: bool, max_new_tokens: int) -> tuple[list[Request], list[int]]:
+    """One request per example (two where the scored prompt is not a prefix of the generation prompt)."""
+    gen_ids = [p.ids or encode(tokenizer, p.text, pf) for p in prompts]
+    n_new = max_new_tokens if gen else 0
+    if not logit:
+        return [Request(ids, (), n_new, example=ex) for ids, ex in zip(gen_ids, examples, strict=True)], \
+            list(range(len(examples)))
+    answers = [[ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else []) for ex in examples]
+    pairs = encode_pairs(tokenizer, [p.text for p in prompts],
+                         [[continuation(p.text, a) for a in ans] for p, ans in zip(prompts, answers, strict=True)],
+                         not pf.chat, prompt_ids=[p.ids for p in prompts])
+    requests: list[Request] = []
+    owner: list[int] = []
+    for e, (ex, ans, (ctx, conts), g) in enumerate(zip(examples, answers, pairs, gen_ids, strict=True)):
+        for a, c in zip(ans, conts, strict=True):
+            if not c:
+                raise ValueError(f"{ex.suite}:{ex.id}: answer {a!r} tokenises to nothing")
+        if not gen or list(g[:len(ctx)]) == ctx:
+            requests.append(Request(ctx, conts, n_new, tuple(g[len(ctx):]) if gen else (), example=ex))
+            owner.append(e)
+        else:  # tokenisation is not prefix-stable here: score and generate separately
+            requests += [Request(ctx, conts, example=ex), Request(g, (), n_new, example=ex)]
+            owner += [e, e]
+    return requests, owner
+
+
+def _fill(row: ScoredRow, ex: ConflictExample, out: Outcome, match: MatchMode) -> None:
+    if out.text is not None:
+        row.output = out.text
+        flags = gen_flags(out.text, ex.cf_targets(), ex.param_targets(), match)
+        row.cf_hit, row.param_hit, row.bucket = flags["cf_hit"], flags["param_hit"], flags["bucket"]
+        if ex.param_answer is None:  # gold answers only (reading comprehension): EM / F1 too
+            rc = rc_flags(out.text, ex.cf_targets())
+            row.contains, row.exact_match, row.f1 = rc["contains"], rc["exact_match"], rc["f1"]
+    if out.scores:
+        cf, pa = out.scores[0], (out.scores[1] if len(out.scores) > 1 else None)
+        row.logp_cf, row.n_tok_cf, row.first_logp_cf, row.cf_greedy = cf.logp, cf.n_tokens, cf.first_logp, cf.greedy
+        if pa is not None:
+            row.logp_param, row.n_tok_param, row.first_logp_param = pa.logp, pa.n_tokens, pa.first_logp
+        flags = logit_flags(cf.logp, None if pa is None else pa.logp)
+        row.m_c, row.cf_wins, row.logp_margin = flags["m_c"], flags["cf_wins"], flags["logp_margin"]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ex", leave=False)
