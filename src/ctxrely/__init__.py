@@ -15,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; mirrors _LAZY (a test keeps the two equal)
+    from ctxrely.awareness.allocation import attention_allocation
+    from ctxrely.awareness.nih_run import run_nih
     from ctxrely.data.loaders import load_data
     from ctxrely.data.schema import ConflictExample, Suite
     from ctxrely.data.suites import load_suite
@@ -44,7 +46,7 @@ _LAZY = {
 
 __all__ = [  # written out so linters see the TYPE_CHECKING names used; a test keeps it equal to _LAZY
     "__version__", "evaluate", "EvalResult", "ConflictExample", "Suite", "load_suite", "load_data", "load_model",
-    "get_format", "register_format", "ContextRelianceCallback",
+    "get_format", "register_format", "ContextRelianceCallback", "run_nih", "attention_allocation",
 ]
 
 
