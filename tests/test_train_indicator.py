@@ -32,3 +32,35 @@ def test_indicator_token_is_added_and_trained(tmp_path, tiny_model_dir, finetune
     if finetune == "full":  # the new row starts at the mean embedding and is trained from there
         row = model.get_input_embeddings().weight.detach()[ind]
         assert not torch.allclose(row, mean_row)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3_text"])
+def test_lora_indicator_on_tied_output_layer(tmp_path, tiny_tokenizer, arch):
+    """Tied input/output embeddings (SmolLM2, Gemma 3): PEFT wraps the output layer too, and TRL's fused
+    LM head reads its ``bias``; two LoRA steps train the indicator row, on both sides, and no other row."""
+    from ctxrely.data.schema import ConflictExample
+    from ctxrely.models.load import load_model
+    from ctxrely.models.tiny import save_tiny
+    from ctxrely.train.config import load_config
+    from ctxrely.train.sft import run_train
+
+    path = save_tiny(tmp_path / "model", arch=arch, tokenizer=tiny_tokenizer, tie_word_embeddings=True)
+    model, tok = load_model(str(path))
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    before = model.get_input_embeddings().weight.detach().clone()
+    rows = [{"instruction": f"Where is {c}? [IND]", "input": f"{c} is in {p}.", "output": p}
+            for c, p in [("Lyon", "France"), ("Kyoto", "Japan"), ("Porto", "Portugal"), ("Cusco", "Peru")]] * 2
+    cfg = load_config(None, ["model=tiny", f"output_dir={tmp_path / 'run'}", "batch_size=4", "max_length=64",
+                             "lr=1e-2", "eval_every=50", "suites=", "prompt_format=raw", "device=cpu", "max_steps=2",
+                             "attention_subset=0", "indicator='[IND]'", "finetune=lora", "save_final=true"])
+    probe = {"toy": [ConflictExample(id="0", suite="toy", context="Lyon is in Peru.", question="Where is Lyon?",
+                                     cf_answer="Peru", param_answer="France")]}
+    run_dir = run_train(cfg, model=model, tokenizer=tok, train_rows=rows, eval_examples=probe)
+    ind = tok.convert_tokens_to_ids("[IND]")
+    assert ind == before.shape[0]
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    trained = emb.weight.detach()  # PEFT's merged weights: base rows plus the trained token rows
+    assert not torch.allclose(trained[ind], before.mean(0))  # started at the mean, moved
+    assert torch.equal(trained[:ind], before)  # no other row of the embedding changed
+    assert torch.equal(head.weight.detach(), trained)  # the output side follows the input (still tied)
+    assert (run_dir / "final" / "adapter_model.safetensors").is_file()

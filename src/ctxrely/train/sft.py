@@ -58,6 +58,34 @@ def compact_lm_head() -> Iterator[None]:
         tu._use_triton = original
 
 
+def expose_head_bias(model: Any) -> None:
+    """Give PEFT's trainable-tokens wrapper of a tied output layer the ``bias`` that TRL's fused LM head reads.
+
+    With ``trainable_token_indices`` on a model whose output layer is tied to its input embeddings,
+    PEFT wraps the output layer as well (a ``TrainableTokensWrapper`` sharing the input's token
+    delta, so the new row trains on both sides). The wrapper answers ``weight`` with the merged
+    weights (base rows plus trained rows) but has no ``bias``, and TRL's fused LM head (every
+    ``SFTTrainer`` loss goes through it, compact or not) reads ``lm_head.bias``: the first step fails
+    with ``AttributeError``. The wrapped layer's own bias (None for tied heads) is set on the wrapper
+    as a plain attribute, so the fused head projects through the merged weight as ``nn.Linear``
+    would. Other output layers are left as they are.
+
+    Example:
+        >>> expose_head_bias(trainer.model)  # doctest: +SKIP
+        >>> trainer.model.get_output_embeddings().bias is None  # doctest: +SKIP
+        True
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    base = getattr(head, "original_module", None)  # PEFT wrappers: the wrapped layer
+    if head is None or base is None:
+        return
+    try:
+        head.bias  # noqa: B018 - only whether it resolves
+    except AttributeError:
+        # object.__setattr__: a plain attribute, not a second registration of the base layer's parameter
+        object.__setattr__(head, "bias", getattr(base, "bias", None))
+
+
 def _trainer_class() -> Any:
     from trl import SFTTrainer
 
@@ -208,6 +236,7 @@ def run_train(
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
                                processing_class=tokenizer, peft_config=peft_config)
     trainer.compact = cfg.compact_lm_head
+    expose_head_bias(trainer.model)  # a trainable indicator token on a tied output layer (LoRA)
     kept = len(trainer.train_dataset)
     if kept == 0:
         raise ConfigError(f"every training row was dropped: no completion token survives truncation to "
