@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+ROWS = [{"instruction": f"Where is {c}? [IND]", "input": f"{c} is in {p}.", "output": p}
+        for c, p in [("Lyon", "France"), ("Kyoto", "Japan"), ("Porto", "Portugal"), ("Cusco", "Peru")]] * 2
+
+
+def _train(model: Any, tok: Any, out: Path, *overrides: str) -> Path:
+    """Two steps of `ctxrely train` with `indicator='[IND]'` on ROWS, one toy probe; returns the run folder."""
+    from ctxrely.data.schema import ConflictExample
+    from ctxrely.train.config import load_config
+    from ctxrely.train.sft import run_train
+
+    cfg = load_config(None, ["model=tiny", f"output_dir={out}", "batch_size=4", "max_length=64", "lr=1e-2",
+                             "eval_every=50", "suites=", "prompt_format=raw", "device=cpu", "max_steps=2",
+                             "attention_subset=0", "indicator='[IND]'", *overrides])
+    probe = {"toy": [ConflictExample(id="0", suite="toy", context="Lyon is in Peru.", question="Where is Lyon?",
+                                     cf_answer="Peru", param_answer="France")]}
+    return run_train(cfg, model=model, tokenizer=tok, train_rows=ROWS, eval_examples=probe)
+
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_indicator_token_is_added_and_trained(tmp_path, tiny_model_dir, finetune):
-    from ctxrely.data.schema import ConflictExample
     from ctxrely.models.load import load_model
-    from ctxrely.train.config import load_config
-    from ctxrely.train.sft import run_train
 
     model, tok = load_model(str(tiny_model_dir("llama")))
     n_vocab = len(tok)
     mean_row = model.get_input_embeddings().weight.detach().mean(0).clone()
-    rows = [{"instruction": f"Where is {c}? [IND]", "input": f"{c} is in {p}.", "output": p}
-            for c, p in [("Lyon", "France"), ("Kyoto", "Japan"), ("Porto", "Portugal"), ("Cusco", "Peru")]] * 2
-    cfg = load_config(None, ["model=tiny", f"output_dir={tmp_path}", "batch_size=4", "max_length=64", "lr=1e-2",
-                             "eval_every=50", "suites=", "prompt_format=raw", "device=cpu", "max_steps=2",
-                             "attention_subset=0", "indicator='[IND]'", f"finetune={finetune}", "save_final=false"])
-    probe = {"toy": [ConflictExample(id="0", suite="toy", context="Lyon is in Peru.", question="Where is Lyon?",
-                                     cf_answer="Peru", param_answer="France")]}
-    run_train(cfg, model=model, tokenizer=tok, train_rows=rows, eval_examples=probe)
+    _train(model, tok, tmp_path, f"finetune={finetune}", "save_final=false")
     ind = tok.convert_tokens_to_ids("[IND]")
     assert len(tok) == n_vocab + 1 and ind == n_vocab
     assert tok("x [IND]")["input_ids"][-1] == ind  # one token, not split into pieces
@@ -38,24 +48,14 @@ def test_indicator_token_is_added_and_trained(tmp_path, tiny_model_dir, finetune
 def test_lora_indicator_on_tied_output_layer(tmp_path, tiny_tokenizer, arch):
     """Tied input/output embeddings (SmolLM2, Gemma 3): PEFT wraps the output layer too, and TRL's fused
     LM head reads its ``bias``; two LoRA steps train the indicator row, on both sides, and no other row."""
-    from ctxrely.data.schema import ConflictExample
     from ctxrely.models.load import load_model
     from ctxrely.models.tiny import save_tiny
-    from ctxrely.train.config import load_config
-    from ctxrely.train.sft import run_train
 
     path = save_tiny(tmp_path / "model", arch=arch, tokenizer=tiny_tokenizer, tie_word_embeddings=True)
     model, tok = load_model(str(path))
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     before = model.get_input_embeddings().weight.detach().clone()
-    rows = [{"instruction": f"Where is {c}? [IND]", "input": f"{c} is in {p}.", "output": p}
-            for c, p in [("Lyon", "France"), ("Kyoto", "Japan"), ("Porto", "Portugal"), ("Cusco", "Peru")]] * 2
-    cfg = load_config(None, ["model=tiny", f"output_dir={tmp_path / 'run'}", "batch_size=4", "max_length=64",
-                             "lr=1e-2", "eval_every=50", "suites=", "prompt_format=raw", "device=cpu", "max_steps=2",
-                             "attention_subset=0", "indicator='[IND]'", "finetune=lora", "save_final=true"])
-    probe = {"toy": [ConflictExample(id="0", suite="toy", context="Lyon is in Peru.", question="Where is Lyon?",
-                                     cf_answer="Peru", param_answer="France")]}
-    run_dir = run_train(cfg, model=model, tokenizer=tok, train_rows=rows, eval_examples=probe)
+    run_dir = _train(model, tok, tmp_path / "run", "finetune=lora", "save_final=true")
     ind = tok.convert_tokens_to_ids("[IND]")
     assert ind == before.shape[0]
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
