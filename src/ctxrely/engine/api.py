@@ -70,8 +70,14 @@ def score_examples(
     indicator: str | None = None,
     progress: bool = True,
     desc: str = "eval",
+    intervention: Any = None,
 ) -> list[dict[str, Any]]:
-    """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``."""
+    """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``.
+
+    ``intervention``: a :class:`ctxrely.steer.plan.Intervention` (CAD / AdaCAD decoding, PASTA steering).
+    """
+    if intervention is not None and not intervention.active:
+        intervention = None
     from ctxrely.models.load import model_max_length
 
     if mode not in MODES:
@@ -97,13 +103,22 @@ def score_examples(
     try:
         if mode in ("generate", "both"):
             ids = [p.ids or encode(tokenizer, p.text, pf) for p in prompts]
-            outs = greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=stop,
-                                   batch_size=batch_size, on_batch=bar.update)
+            if intervention is None:
+                outs = greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=stop,
+                                       batch_size=batch_size, on_batch=bar.update)
+            else:  # ctxrely.steer: CAD / AdaCAD / PASTA
+                outs, spans = intervention.generate(model, tokenizer, examples, [p.text for p in prompts], ids, pf,
+                                                    max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
+                                                    on_batch=bar.update, suffix=indicator)
+                if intervention.steer is not None:
+                    for row, n in zip(rows, spans, strict=True):
+                        row["steer_span_tokens"] = n
             for row, ex, out in zip(rows, examples, outs, strict=True):
                 row["output"] = out
                 row.update(gen_flags(out, ex.cf_targets(), ex.param_targets(), match))
         if mode in ("logits", "both"):
-            _score_logits(model, tokenizer, pf, examples, prompts, rows, batch_size, bar.update)
+            _score_logits(model, tokenizer, pf, examples, prompts, rows, batch_size, bar.update, intervention,
+                          indicator)
     finally:
         bar.close()
         if was_training:
@@ -112,7 +127,8 @@ def score_examples(
 
 
 def _score_logits(model: Any, tokenizer: Any, pf: PromptFormat, examples: list[ConflictExample],
-                  prompts: list[Any], rows: list[dict[str, Any]], batch_size: int, on_batch: Any) -> None:
+                  prompts: list[Any], rows: list[dict[str, Any]], batch_size: int, on_batch: Any,
+                  intervention: Any = None, indicator: str | None = None) -> None:
     answers = [[ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else []) for ex in examples]
     pairs = encode_pairs(tokenizer, [p.text for p in prompts],
                          [[continuation(p.text, a) for a in ans] for p, ans in zip(prompts, answers, strict=True)],
@@ -123,7 +139,11 @@ def _score_logits(model: Any, tokenizer: Any, pf: PromptFormat, examples: list[C
                 raise ValueError(f"{ex.suite}:{ex.id}: answer {a!r} tokenises to nothing")
     prompt_ids = [p for p, _ in pairs]
     conts = [cs for _, cs in pairs]
-    scores = score_continuations(model, tokenizer, prompt_ids, conts, batch_size=batch_size, on_batch=on_batch)
+    if intervention is None:
+        scores = score_continuations(model, tokenizer, prompt_ids, conts, batch_size=batch_size, on_batch=on_batch)
+    else:  # ctxrely.steer: answers scored under the CAD-adjusted / steered distribution
+        scores = intervention.score(model, tokenizer, examples, [p.text for p in prompts], prompt_ids, conts, pf,
+                                    batch_size=batch_size, on_batch=on_batch, suffix=indicator)
     for row, sc in zip(rows, scores, strict=True):
         cf, pa = sc[0], (sc[1] if len(sc) > 1 else None)
         row.update({"logp_cf": cf.logp, "n_tok_cf": cf.n_tokens, "first_logp_cf": cf.first_logp,
@@ -194,6 +214,10 @@ def evaluate(
     progress: bool = True,
     out_dir: str | Path | None = None,
     model_name: str | None = None,
+    decode: str = "plain",
+    cad_alpha: float = 1.0,
+    cad_floor: float | None = None,
+    steer: str | None = None,
 ) -> EvalResult:
     """Evaluate context reliance of an in-memory model on suites, data files or examples.
 
@@ -207,6 +231,9 @@ def evaluate(
         indicator: text appended to the question (indicator-token fine-tuning).
         out_dir: if given, write ``summary.json`` and ``examples.jsonl`` there; a rerun with the
             same config resumes from ``examples.partial.jsonl`` instead of starting over.
+        decode: ``plain`` greedy, ``cad`` (context-aware decoding with ``cad_alpha``) or ``adacad``
+            (alpha per step = JSD of the two streams, at least ``cad_floor``); see ``ctxrely.steer``.
+        steer: attention steering, ``"pasta"`` or ``"pasta:alpha=0.01,heads=FILE,target=context|user"``.
     """
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     suite_list = resolve_suites(suites, data, examples, limit, mapping)
@@ -218,9 +245,12 @@ def evaluate(
         "limit": limit, "n_boot": n_boot,
         "suites": {s.name: {"version": s.version, "hash": s.hash} for s in suite_list},
     }
+    intervention = _intervention(decode, cad_alpha, cad_floor, steer)
+    if intervention is not None:
+        config["intervention"] = intervention.config()
     all_examples = [ex for s in suite_list for ex in s.examples]
     kwargs = dict(fmt=pf, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
-                  match=match, indicator=indicator, progress=progress)
+                  match=match, indicator=indicator, progress=progress, intervention=intervention)
     if out_dir is None:
         rows = score_examples(model, tokenizer, all_examples, **kwargs)
     else:
@@ -230,6 +260,15 @@ def evaluate(
         result.save(out_dir)
         (Path(out_dir) / "examples.partial.jsonl").unlink(missing_ok=True)
     return result
+
+
+def _intervention(decode: str, cad_alpha: float, cad_floor: float | None, steer: str | None) -> Any:
+    """An active :class:`ctxrely.steer.plan.Intervention`, or None for plain unsteered decoding."""
+    if decode == "plain" and steer is None:
+        return None
+    from ctxrely.steer.plan import Intervention
+
+    return Intervention.parse(decode, cad_alpha, cad_floor, steer)
 
 
 def _score_resumable(model: Any, tokenizer: Any, examples: list[ConflictExample], out: Path, fingerprint: str,
