@@ -143,7 +143,7 @@ def test_parse_mapping() -> None:
 
 
 def test_formats_known() -> None:
-    assert FORMATS_KNOWN == ["cpi", "memotrap", "cad", "generic", "hf"]
+    assert FORMATS_KNOWN == ["cpi", "memotrap", "cad", "cad_pairs", "bigbench", "generic", "hf"]
 
 
 # ----------------------------------------------------------------------------- Hugging Face ids
