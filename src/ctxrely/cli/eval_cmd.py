@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
     p.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>)")
     p.add_argument("--no-progress", action="store_true")
+    from ctxrely.steer.options import add_intervention_arguments
+
+    add_intervention_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("error: pass --suites and/or --data")
     fmt = get_format(args.format)
     mapping = parse_mapping(args.mapping) if args.mapping else None
+    from ctxrely.steer.options import check_intervention, intervention_kwargs
+
+    check_intervention(args)
     # read every suite and data file before the (slow) model load, so a typo or bad row fails fast
     suite_objs = resolve_suites(suites, args.data, None, args.limit, mapping)
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device,
@@ -70,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(model, tok, suite_objs, fmt=fmt, mode=args.mode,
                    limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                    stop=args.stop, match=args.match, indicator=args.indicator, n_boot=args.n_boot,
-                   progress=not args.no_progress, out_dir=out, model_name=args.model)
+                   progress=not args.no_progress, out_dir=out, model_name=args.model,
+                   **intervention_kwargs(args))
     print_result(res, out)
     return 0
 

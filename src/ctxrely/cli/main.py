@@ -28,6 +28,7 @@ COMMANDS = [
     "models_cmd",
     "theory_cmd",
     "lab_cmd",
+    "steer_cmd",
     "demo_cmd",
 ]
 

@@ -37,7 +37,7 @@ class SteerSpec:
     """PASTA settings: ``pasta:alpha=0.01,heads=all|FILE,target=context|user,mode=exclude|include``."""
 
     alpha: float = 0.01
-    heads: str = "all"
+    heads: str | tuple[tuple[int, int], ...] = "all"  # "all", a head file, or (layer, head) pairs
     target: Literal["context", "user"] = "context"
     mode: Literal["exclude", "include"] = "exclude"
 
@@ -61,13 +61,15 @@ class SteerSpec:
         check_alpha(spec.alpha)
         if spec.target not in ("context", "user") or spec.mode not in ("exclude", "include"):
             raise SteerError("--steer: target must be context|user and mode exclude|include")
-        if spec.heads != "all" and not Path(spec.heads).expanduser().is_file():
+        if spec.heads != "all" and not Path(str(spec.heads)).expanduser().is_file():
             raise SteerError(f"--steer: {spec.heads}: no such head file")
         return spec
 
     def config(self) -> dict[str, Any]:
-        heads = self.heads
-        if heads != "all":
+        heads: Any = self.heads
+        if isinstance(heads, tuple):
+            heads = [list(p) for p in heads]
+        elif heads != "all":
             heads = hashlib.sha256(Path(heads).expanduser().read_bytes()).hexdigest()[:12]
         return {"method": "pasta", "alpha": self.alpha, "heads": heads, "target": self.target, "mode": self.mode}
 
