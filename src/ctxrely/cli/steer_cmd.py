@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     prof.add_argument("--top-k", type=int, default=8, help="heads to keep")
     prof.add_argument("--top-layers", type=int, default=3, help="best layers whose single heads are profiled")
     prof.add_argument("--alpha", type=float, default=0.01, help="steering factor while profiling")
-    prof.add_argument("--metric", default="logp_margin", help="logp_margin, logit_cf_rate, m_c or cf_acc")
+    prof.add_argument("--metric", default="first_margin",
+                      help="first_margin (one prefill per prompt), logp_margin, logit_cf_rate, m_c or cf_acc")
     cmp_.add_argument("--heads", default=None, help="head file for the pasta-profiled variant")
     cmp_.add_argument("--variants", default=None, help="comma-separated subset of plain,cad,adacad,pasta-all,"
                                                        "pasta-profiled")
