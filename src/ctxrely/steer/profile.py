@@ -53,13 +53,21 @@ class _FirstTokens:
                              [[continuation(p.text, ex.cf_answer), continuation(p.text, ex.param_answer or "")]
                               for ex, p in zip(exs, prompts, strict=True)], not pf.chat,
                              prompt_ids=[p.ids for p in prompts])
-        keep = [i for i, (_, (c, q)) in enumerate(pairs) if c and q and c[0] != q[0]]
-        self.ids = [pairs[i][0] for i in keep]
-        self.cf = [pairs[i][1][0][0] for i in keep]
-        self.param = [pairs[i][1][1][0] for i in keep]
-        self.spans = prompt_spans([exs[i] for i in keep], [prompts[i].text.rstrip() for i in keep], self.ids, pf, tok)
+        # the answers' first DIFFERING token, after the prompt and the tokens both answers share
+        # (chat prompts end in a newline that scoring moves onto both answers)
+        keep, self.ids, self.cf, self.param = [], [], [], []
+        for i, (ids, (c, q)) in enumerate(pairs):
+            k = next((j for j, (a, b) in enumerate(zip(c, q, strict=False)) if a != b), None)
+            if k is not None:
+                keep.append(i)
+                self.ids.append(list(ids) + list(c[:k]))
+                self.cf.append(c[k])
+                self.param.append(q[k])
+        spans = prompt_spans([exs[i] for i in keep], [prompts[i].text.rstrip() for i in keep],
+                             [pairs[i][0] for i in keep], pf, tok)
+        self.spans = spans
         if not self.ids:
-            raise SteerError("no profiling example has a parametric answer whose first token differs")
+            raise SteerError("no profiling example has two answers that differ")
 
     def margin(self, model: Any, tok: Any, heads: Sequence[tuple[int, int]] | None, alpha: float,
                batch_size: int) -> float:
