@@ -28,6 +28,7 @@ _LAZY = {
     "get_format": "ctxrely.prompts",
     "register_format": "ctxrely.prompts",
     "ContextRelianceCallback": "ctxrely.track.callback",
+    "steer_attention": "ctxrely.steer.attention",
 }
 
 __all__ = ["__version__", *_LAZY]
