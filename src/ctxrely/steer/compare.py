@@ -59,9 +59,11 @@ def compare(model: Any, tok: Any, suites: Sequence[str | Suite], *, data: Sequen
         kw = {k: (v.format(heads=heads) if isinstance(v, str) else v) for k, v in VARIANTS[name].items()}
         if "{heads}" in str(VARIANTS[name]) and not heads:
             continue  # profiled heads need a head file
-        res = evaluate(model, tok, all_suites, fmt=fmt, mode=mode, max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
-                       batch_size=batch_size, n_boot=200, progress=progress, out_dir=Path(out) / name, **kw)
-        flat = res.summary["flat"]
+        flat = _finished(Path(out) / name, all_suites, mode, kw)
+        if flat is None:
+            res = evaluate(model, tok, all_suites, fmt=fmt, mode=mode, max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
+                           batch_size=batch_size, n_boot=200, progress=progress, out_dir=Path(out) / name, **kw)
+            flat = res.summary["flat"]
         for s in base:
             rows.append({"suite": s.name, "variant": name, "n": len(s.examples),
                          **{m: flat.get(f"{s.name}/{m}") for m in ("cf_acc", "param_acc", "logit_cf_rate", "m_c")},
@@ -71,6 +73,21 @@ def compare(model: Any, tok: Any, suites: Sequence[str | Suite], *, data: Sequen
     (Path(out) / "table.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     (Path(out) / "table.md").write_text(markdown(rows), encoding="utf-8")
     return rows
+
+
+def _finished(folder: Path, suites: Sequence[Suite], mode: str, kw: dict[str, Any]) -> dict[str, Any] | None:
+    """The flat metrics of a finished run of this variant on these suites, or None (run it)."""
+    from ctxrely.steer.plan import Intervention
+
+    path = folder / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    cfg = summary.get("config", {})
+    iv = Intervention.parse(**kw)
+    same = (cfg.get("suites") == {s.name: {"version": s.version, "hash": s.hash} for s in suites}
+            and cfg.get("mode") == mode and cfg.get("intervention") == (iv.config() if iv.active else None))
+    return summary["flat"] if same else None
 
 
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
