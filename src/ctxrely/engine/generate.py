@@ -73,11 +73,16 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 def _generate_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: int, eos_ids: set[int],
-                    max_new_tokens: int, stop: Sequence[str], device: Any) -> list[str]:
+                    max_new_tokens: int, stop: Sequence[str], device: Any, choose: Callable[[Any], Any] | None = None,
+                    streams: int = 1) -> list[str]:
+    """``streams`` > 1: ``seqs`` holds that many variants of n prompts (rows i, n + i, ... belong
+    together); ``choose(last_logits)`` picks one token per prompt, fed to every row of the prompt
+    (context-aware decoding, ``ctxrely.steer.cad``). Default: argmax, one stream."""
     import torch
 
     ids, mask, pos = left_pad(seqs, pad, device)
-    n = len(seqs)
+    n_rows = len(seqs)
+    n = n_rows // streams
     new_tokens: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
@@ -85,7 +90,7 @@ def _generate_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: 
     last_pos = pos[:, -1:]
     window = _stop_window(stop)
     for step in range(max_new_tokens):
-        nxt = out.logits[:, -1, :].argmax(-1)
+        nxt = out.logits[:, -1, :].argmax(-1) if choose is None else choose(out.logits[:, -1, :])
         for i, tok in enumerate(nxt.tolist()):
             if done[i]:
                 continue
@@ -97,9 +102,9 @@ def _generate_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: 
                 done[i] = True
         if all(done) or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+        mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=device)], dim=1)
         last_pos = last_pos + 1
-        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos,
+        out = model(input_ids=nxt.repeat(streams)[:, None], attention_mask=mask, position_ids=last_pos,
                     past_key_values=past, use_cache=True, logits_to_keep=1)
         past = out.past_key_values
     specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
-from ctxrely.engine.generate import DEFAULT_STOP, _clean, _eos_ids, _hit_stop, _stop_window, truncate_at_stop
+from ctxrely.engine.generate import DEFAULT_STOP, _eos_ids, _generate_batch
 from ctxrely.engine.logits import ContScore
 from ctxrely.steer.heads import SteerError
 
@@ -87,37 +87,16 @@ def cad_generate(model: Any, tokenizer: Any, ctx_ids: Sequence[Sequence[int]], b
 
 def _cad_batch(model: Any, tokenizer: Any, seqs: list[Sequence[int]], pad: int, eos: set[int], max_new_tokens: int,
                stop: Sequence[str], device: Any, alpha: float, adaptive: bool, floor: float | None) -> list[str]:
+    """The engine's decoding loop with two streams: rows ``i`` and ``n + i`` get the same token."""
     import torch
 
-    ids, mask, pos = left_pad(seqs, pad, device)
     n = len(seqs) // 2
-    new_tokens: list[list[int]] = [[] for _ in range(n)]
-    done = [False] * n
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-    last_pos = pos[:, -1:]
-    window = _stop_window(stop)
-    for step in range(max_new_tokens):
-        lp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-        nxt = contrast(lp[:n], lp[n:], alpha, adaptive, floor).argmax(-1)
-        for i, tok in enumerate(nxt.tolist()):
-            if done[i]:
-                continue
-            if tok in eos:
-                done[i] = True
-                continue
-            new_tokens[i].append(tok)
-            if stop and _hit_stop(tokenizer, new_tokens[i], stop, window):
-                done[i] = True
-        if all(done) or step == max_new_tokens - 1:
-            break
-        mask = torch.cat([mask, torch.ones((2 * n, 1), dtype=mask.dtype, device=device)], dim=1)
-        last_pos = last_pos + 1
-        both = torch.cat([nxt, nxt])[:, None]  # the same token for a row and its no-context twin
-        out = model(input_ids=both, attention_mask=mask, position_ids=last_pos,
-                    past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-    specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
-    return [_clean(truncate_at_stop(tokenizer.decode(t, skip_special_tokens=False), stop), specials)
-            for t in new_tokens]
+
+    def choose(last: Any) -> Any:
+        lp = torch.log_softmax(last.float(), dim=-1)
+        return contrast(lp[:n], lp[n:], alpha, adaptive, floor).argmax(-1)
+
+    return _generate_batch(model, tokenizer, seqs, pad, eos, max_new_tokens, stop, device, choose=choose, streams=2)
 
 
 def score_full(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], conts: Sequence[Sequence[Sequence[int]]],
