@@ -16,7 +16,7 @@ def test_no_conflict_control_states_the_true_answer():
     ctrl = no_conflict(suite)
     assert ctrl.name == "cf_capitals+control" and len(ctrl.examples) == len(suite.examples)
     ex, orig = ctrl.examples[0], suite.examples[0]
-    assert ex.cf_answer == orig.param_answer and ex.param_answer is None
+    assert ex.cf_answer == orig.param_answer and ex.param_answer == orig.cf_answer
     assert orig.cf_answer not in ex.context and orig.param_answer in ex.context
     assert ex.question == orig.question
 

@@ -33,14 +33,15 @@ CONTROL = "+control"
 
 def no_conflict(suite: Suite) -> Suite:
     """The suite's items with the context's answer replaced by the true one (items whose context does
-    not name its answer are left out); the control's context answer IS the memorised answer."""
+    not name its answer are left out): the control's context answer IS the memorised answer, and its
+    "other" answer is the old counterfactual one, which nothing in the prompt supports any more."""
     out = []
     for ex in suite.examples:
         if ex.param_answer is None or ex.cf_answer not in ex.context:
             continue
         ctx = ex.context.replace(ex.cf_answer, ex.param_answer)
         out.append(replace(ex, suite=suite.name + CONTROL, context=ctx, cf_answer=ex.param_answer,
-                           cf_aliases=ex.param_aliases, param_answer=None, param_aliases=(),
+                           cf_aliases=ex.param_aliases, param_answer=ex.cf_answer, param_aliases=ex.cf_aliases,
                            meta={**ex.meta, "control_of": ex.id}))
     return Suite(suite.name + CONTROL, suite.version, out, suite.source)
 
@@ -68,6 +69,7 @@ def compare(model: Any, tok: Any, suites: Sequence[str | Suite], *, data: Sequen
             rows.append({"suite": s.name, "variant": name, "n": len(s.examples),
                          **{m: flat.get(f"{s.name}/{m}") for m in ("cf_acc", "param_acc", "logit_cf_rate", "m_c")},
                          "control_acc": flat.get(f"{s.name}{CONTROL}/cf_acc"),
+                         "control_logit_rate": flat.get(f"{s.name}{CONTROL}/logit_cf_rate"),
                          "n_control": sum(len(c.examples) for c in all_suites if c.name == s.name + CONTROL)})
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "table.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
@@ -95,9 +97,10 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     def pct(v: Any) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
 
-    lines = ["| suite | variant | n | cf_acc | param_acc | logit cf rate | M_C | control acc (n) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| suite | variant | n | cf_acc | param_acc | logit cf rate | M_C | control: acc | control: logit rate |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['suite']} | {r['variant']} | {r['n']} | {pct(r['cf_acc'])} | {pct(r['param_acc'])} | "
-                     f"{pct(r['logit_cf_rate'])} | {pct(r['m_c'])} | {pct(r['control_acc'])} ({r['n_control']}) |")
+                     f"{pct(r['logit_cf_rate'])} | {pct(r['m_c'])} | {pct(r['control_acc'])} | "
+                     f"{pct(r.get('control_logit_rate'))} |")
     return "\n".join(lines) + "\n"
