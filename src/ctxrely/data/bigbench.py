@@ -39,7 +39,10 @@ def is_bigbench(path: str | Path) -> bool:
 
 
 def _examples_with_lines(text: str, path: str) -> list[tuple[int, Any]]:
-    from ctxrely.data.loaders import _json_array
+    try:  # the JSON-list reader with line numbers (data/records.py once loaders.py is split)
+        from ctxrely.data.records import _json_array  # type: ignore[import-not-found]
+    except ImportError:
+        from ctxrely.data.loaders import _json_array
 
     m = re.search(r'"examples"\s*:\s*\[', text)
     if m is None:
