@@ -40,6 +40,7 @@ _LAZY = {
     "ContextRelianceCallback": "ctxrely.track.callback",
     "run_nih": "ctxrely.awareness.nih_run",
     "attention_allocation": "ctxrely.awareness.allocation",
+    "steer_attention": "ctxrely.steer.attention",
 }
 
 __all__ = [  # written out so linters see the TYPE_CHECKING names used; a test keeps it equal to _LAZY
