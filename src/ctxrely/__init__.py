@@ -15,6 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; mirrors _LAZY (a test keeps the two equal)
+    from ctxrely.awareness.allocation import attention_allocation
+    from ctxrely.awareness.nih_run import run_nih
     from ctxrely.data.loaders import load_data
     from ctxrely.data.schema import ConflictExample, Suite
     from ctxrely.data.suites import load_suite
@@ -22,6 +24,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; mirrors _LAZY (a test keep
     from ctxrely.engine.result import EvalResult
     from ctxrely.models.load import load_model
     from ctxrely.prompts import get_format, register_format
+    from ctxrely.steer.attention import steer_attention
     from ctxrely.track.callback import ContextRelianceCallback
 
 __version__ = "0.1.0"
@@ -45,7 +48,7 @@ _LAZY = {
 
 __all__ = [  # written out so linters see the TYPE_CHECKING names used; a test keeps it equal to _LAZY
     "__version__", "evaluate", "EvalResult", "ConflictExample", "Suite", "load_suite", "load_data", "load_model",
-    "get_format", "register_format", "ContextRelianceCallback",
+    "get_format", "register_format", "ContextRelianceCallback", "run_nih", "attention_allocation", "steer_attention",
 ]
 
 
