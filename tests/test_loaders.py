@@ -143,7 +143,8 @@ def test_parse_mapping() -> None:
 
 
 def test_formats_known() -> None:
-    assert FORMATS_KNOWN == ["cpi", "memotrap", "cad", "generic", "hf", "squad", "quac", "coqa", "drop", "squad_rows"]
+    assert FORMATS_KNOWN == ["cpi", "memotrap", "cad", "cad_pairs", "bigbench", "generic", "hf", "squad", "quac",
+                             "coqa", "drop", "squad_rows"]
 
 
 # ----------------------------------------------------------------------------- Hugging Face ids

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; mirrors _LAZY (a test keep
     from ctxrely.engine.result import EvalResult
     from ctxrely.models.load import load_model
     from ctxrely.prompts import get_format, register_format
+    from ctxrely.steer.attention import steer_attention
     from ctxrely.track.callback import ContextRelianceCallback
 
 __version__ = "0.1.0"
@@ -42,11 +43,12 @@ _LAZY = {
     "ContextRelianceCallback": "ctxrely.track.callback",
     "run_nih": "ctxrely.awareness.nih_run",
     "attention_allocation": "ctxrely.awareness.allocation",
+    "steer_attention": "ctxrely.steer.attention",
 }
 
 __all__ = [  # written out so linters see the TYPE_CHECKING names used; a test keeps it equal to _LAZY
     "__version__", "evaluate", "EvalResult", "ConflictExample", "Suite", "load_suite", "load_data", "load_model",
-    "get_format", "register_format", "ContextRelianceCallback", "run_nih", "attention_allocation",
+    "get_format", "register_format", "ContextRelianceCallback", "run_nih", "attention_allocation", "steer_attention",
 ]
 
 

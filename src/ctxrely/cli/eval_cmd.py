@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs")
     p.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>)")
     p.add_argument("--no-progress", action="store_true")
+    from ctxrely.steer.options import add_intervention_arguments
+
+    add_intervention_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     check_eval_args(args, out)
     fmt = get_format(args.format)
     mapping = parse_mapping(args.mapping) if args.mapping else None
+    from ctxrely.steer.options import check_intervention, intervention_kwargs
+
+    check_intervention(args)
     # read every suite and data file before the (slow) model load, so a typo or bad row fails fast
     suite_objs = resolve_suites(suites, args.data, None, args.limit, mapping)
     device = resolve_device(args.device)
@@ -87,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                    limit=args.limit, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                    batch_tokens=args.batch_tokens,
                    stop=args.stop, match=args.match, indicator=args.indicator, n_boot=args.n_boot,
-                   progress=not args.no_progress, out_dir=out, model_name=args.model)
+                   progress=not args.no_progress, out_dir=out, model_name=args.model,
+                   **intervention_kwargs(args))
     from ctxrely.track.distributed import world_info
 
     if world_info()[0] == 0:  # the main process reports

@@ -30,6 +30,7 @@ COMMANDS = [
     "theory_cmd",
     "lab_cmd",
     "lab_table_cmd",
+    "steer_cmd",
     "demo_cmd",
     "nih_cmd",
     "attention_cmd",

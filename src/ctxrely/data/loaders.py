@@ -45,12 +45,16 @@ from ctxrely.data.schema import ConflictExample, DataError, Suite
 __all__ = ["FILE_SUFFIXES", "FORMATS_KNOWN", "FORMAT_HELP", "Record", "TARGET_FIELDS", "detect_format", "load_data",
            "parse_mapping", "read_records"]
 
-FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "generic", "hf", "squad", "quac", "coqa", "drop",
-                             "squad_rows"]
+FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "cad_pairs", "bigbench", "generic", "hf", "squad", "quac",
+                             "coqa", "drop", "squad_rows"]
 FORMAT_HELP: dict[str, str] = {
     "cpi": "context-parametric-inversion JSON/JSONL: context, question, answer, memory_answer|parametric_answer",
     "memotrap": "MemoTrap JSONL: prompt ('instruction: stem'), classes (a list as a string), answer_index",
     "cad": "CAD/AdaCAD JSONL: context_string|context, question, gold_answers (first = answer); no param answer",
+    "cad_pairs": "AdaCAD JSONL: two rows per input_index (assigned_weight 1: prompt with passage, 0: without), "
+                 "gold_answers; prompts kept verbatim; no param answer",
+    "bigbench": "BIG-bench JSON task: examples with input '\\nQuestion: ...\\nContext: ...', target_scores "
+                "(1 = context answer, 0 = memorised answer)",
     "generic": "JSON/JSONL/CSV/TSV with mapping schema-field=column (default: the schema's own names)",
     "hf": "a Hugging Face dataset id, loaded with datasets.load_dataset(id, split=...) and the mapping",
     # reading comprehension, official JSON (ctxrely.data.rc): gold answers only, no parametric answer
@@ -286,6 +290,10 @@ def load_data(path_or_id: str, *, mapping: dict[str, str] | str | None = None, f
     elif path.is_dir():
         raise DataError("is a directory; pass a data file (or fmt='hf' for a saved dataset)", path=str(path))
     else:
+        from ctxrely.data.bigbench import is_bigbench, load_bigbench
+
+        if fmt == "bigbench" or (fmt is None and not mapping and is_bigbench(path)):
+            return load_bigbench(path, name)
         from ctxrely.data.rc import RC_FORMATS, load_rc
 
         rc = None if mapping or fmt not in (None, *RC_FORMATS) else load_rc(path, fmt, name)
@@ -298,7 +306,11 @@ def load_data(path_or_id: str, *, mapping: dict[str, str] | str | None = None, f
     if not records:
         raise DataError("no records", path=source)
 
-    kind = "generic" if mapping else (fmt if fmt in _PARSERS else _detect_keys(set(records[0][1])))
+    kind = "generic" if mapping else (fmt if fmt in (*_PARSERS, "cad_pairs") else _detect_keys(set(records[0][1])))
+    from ctxrely.data.cad_pairs import cad_pair_examples, is_cad_pairs
+
+    if kind == "cad_pairs" or (kind == "cad" and is_cad_pairs(set(records[0][1]))):
+        return Suite(name=name, version=version, examples=cad_pair_examples(records, source, name), source=source)
     parse = _PARSERS[kind]
     examples: list[ConflictExample] = []
     seen: dict[str, int] = {}

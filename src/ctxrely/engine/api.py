@@ -119,6 +119,10 @@ def evaluate(
     out_dir: str | Path | None = None,
     model_name: str | None = None,
     backend: Backend | None = None,
+    decode: str = "plain",
+    cad_alpha: float = 1.0,
+    cad_floor: float | None = None,
+    steer: str | None = None,
 ) -> EvalResult:
     """Evaluate context reliance of an in-memory model on suites, data files or examples.
 
@@ -138,6 +142,10 @@ def evaluate(
             rerun with the same config resumes from the ``examples.partial*.jsonl`` files, which are
             flushed after every batch.
         backend: the model backend (default: the transformers one over ``model``).
+        decode: ``plain`` greedy, ``cad`` (context-aware decoding with ``cad_alpha``) or ``adacad``
+            (alpha per step = JSD of the two streams, at least ``cad_floor``); see ``ctxrely.steer``.
+            Answers and answer log-probs both come from the adjusted distribution.
+        steer: attention steering, ``"pasta"`` or ``"pasta:alpha=0.01,heads=FILE,target=context|user"``.
     """
     from ctxrely.track.distributed import all_gather, gather_in_order, world_info
 
@@ -152,6 +160,9 @@ def evaluate(
         "limit": limit, "n_boot": n_boot,
         "suites": {s.name: {"version": s.version, "hash": s.hash} for s in suite_list},
     }
+    intervention = _intervention(decode, cad_alpha, cad_floor, steer)
+    if intervention is not None:
+        config["intervention"] = intervention.config()
     all_examples = [ex for s in suite_list for ex in s.examples]
     rank, world = world_info()
     resume = None if out_dir is None else ResumeLog(Path(out_dir), config_hash(config), rank, world)
@@ -165,7 +176,7 @@ def evaluate(
         desc += f", {len(done)} resumed"
     kwargs = dict(fmt=pf, mode=mode, max_new_tokens=max_new_tokens, batch_size=batch_size,
                   batch_tokens=batch_tokens, stop=stop, match=match, indicator=indicator,
-                  progress=progress and rank == 0, desc=desc, backend=backend)
+                  progress=progress and rank == 0, desc=desc, backend=backend, intervention=intervention)
     exs = [all_examples[i] for i in mine]
     if resume is None:
         scored = score_examples(model, tokenizer, exs, **kwargs)
@@ -183,3 +194,12 @@ def evaluate(
     if world > 1:
         all_gather(None)  # every process returns after the files exist
     return result
+
+
+def _intervention(decode: str, cad_alpha: float, cad_floor: float | None, steer: str | None) -> Any:
+    """An active :class:`ctxrely.steer.plan.Intervention`, or None for plain unsteered decoding."""
+    if decode == "plain" and steer is None:
+        return None
+    from ctxrely.steer.plan import Intervention
+
+    return Intervention.parse(decode, cad_alpha, cad_floor, steer)

@@ -39,6 +39,8 @@ class Request:
             the scoring prompt by the whitespace lm-eval moves onto continuations).
         example: what the request was built from (a ``ConflictExample`` in ``score_examples``), for
             strategies that need more than the tokens (e.g. the context-free prompt of CAD).
+        text: the prompt's text where known (``prompt`` is its tokenisation), for strategies that
+            find spans in it (attention steering finds the context's tokens).
     """
 
     prompt: Sequence[int]
@@ -46,6 +48,7 @@ class Request:
     max_new_tokens: int = 0
     forced: Sequence[int] = ()
     example: Any = field(default=None, compare=False, repr=False)
+    text: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def wants_generation(self) -> bool:

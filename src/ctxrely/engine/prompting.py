@@ -27,7 +27,19 @@ class BuiltPrompt:
 
 def render(ex: ConflictExample, fmt: PromptFormat, tokenizer: Any, context: str | None = None,
            suffix: str | None = None) -> str:
-    """Render one example; ``suffix`` (e.g. an indicator token) is appended to the question."""
+    """Render one example; ``suffix`` (e.g. an indicator token) is appended to the question.
+
+    Examples whose data ships its own prompts (``meta["prebuilt_prompt"]`` and
+    ``meta["prebuilt_prompt_no_context"]``, e.g. AdaCAD pairs) render them verbatim (as the user
+    message for chat formats); ``context=""`` selects the one without context.
+    """
+    pre = ex.meta.get("prebuilt_prompt") if ex.meta else None
+    if pre is not None:
+        text = ex.meta.get("prebuilt_prompt_no_context", "") if context == "" else pre
+        if not fmt.chat:
+            return text
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
     question = ex.question if not suffix else f"{ex.question} {suffix}"
     return fmt.render(ex.context if context is None else context, question, tokenizer)
 

@@ -47,6 +47,7 @@ def score_examples(
     desc: str = "eval",
     backend: Backend | None = None,
     on_rows: Callable[[list[ScoredRow]], None] | None = None,
+    intervention: Any = None,
 ) -> list[ScoredRow]:
     """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``.
 
@@ -56,6 +57,8 @@ def score_examples(
             (default when neither is given: ``batching.DEFAULT_BATCH_TOKENS``).
         backend: the model backend (default: :class:`ctxrely.engine.hf.HFBackend` over ``model``).
         on_rows: called with the rows every batch finishes (resume files flush per batch).
+        intervention: a :class:`ctxrely.steer.plan.Intervention` (CAD / AdaCAD decoding, PASTA
+            steering): the HF backend runs with its decode strategy, so scores and answers both change.
     """
     from ctxrely.models.load import model_max_length
 
@@ -92,6 +95,15 @@ def score_examples(
         if on_rows and ready:
             on_rows(ready)
 
+    if intervention is not None and intervention.active:
+        if backend is not None:
+            raise ValueError("decode/steer interventions run on the default transformers backend; pass no backend")
+        from ctxrely.engine.hf import HFBackend
+
+        backend = HFBackend(model, tokenizer, strategy=intervention.strategy(tokenizer, pf, indicator))
+        if intervention.steer is not None:
+            for row, n in zip(rows, intervention.span_tokens(tokenizer, pf, examples, prompts), strict=True):
+                row.steer_span_tokens = n
     if backend is None:
         from ctxrely.engine.hf import HFBackend
 
@@ -113,23 +125,24 @@ def _requests(examples: list[ConflictExample], prompts: list[Any], tokenizer: An
     gen_ids = [p.ids or encode(tokenizer, p.text, pf) for p in prompts]
     n_new = max_new_tokens if gen else 0
     if not logit:
-        return [Request(ids, (), n_new, example=ex) for ids, ex in zip(gen_ids, examples, strict=True)], \
-            list(range(len(examples)))
+        return [Request(ids, (), n_new, example=ex, text=p.text)
+                for ids, ex, p in zip(gen_ids, examples, prompts, strict=True)], list(range(len(examples)))
     answers = [[ex.cf_answer] + ([ex.param_answer] if ex.param_answer is not None else []) for ex in examples]
     pairs = encode_pairs(tokenizer, [p.text for p in prompts],
                          [[continuation(p.text, a) for a in ans] for p, ans in zip(prompts, answers, strict=True)],
                          not pf.chat, prompt_ids=[p.ids for p in prompts])
     requests: list[Request] = []
     owner: list[int] = []
-    for e, (ex, ans, (ctx, conts), g) in enumerate(zip(examples, answers, pairs, gen_ids, strict=True)):
+    for e, (ex, p, ans, (ctx, conts), g) in enumerate(zip(examples, prompts, answers, pairs, gen_ids, strict=True)):
         for a, c in zip(ans, conts, strict=True):
             if not c:
                 raise ValueError(f"{ex.suite}:{ex.id}: answer {a!r} tokenises to nothing")
+        head = p.text.rstrip()  # the scored prompt: trailing whitespace moves onto the answers
         if not gen or list(g[:len(ctx)]) == ctx:
-            requests.append(Request(ctx, conts, n_new, tuple(g[len(ctx):]) if gen else (), example=ex))
+            requests.append(Request(ctx, conts, n_new, tuple(g[len(ctx):]) if gen else (), example=ex, text=head))
             owner.append(e)
         else:  # tokenisation is not prefix-stable here: score and generate separately
-            requests += [Request(ctx, conts, example=ex), Request(g, (), n_new, example=ex)]
+            requests += [Request(ctx, conts, example=ex, text=head), Request(g, (), n_new, example=ex, text=p.text)]
             owner += [e, e]
     return requests, owner
 
