@@ -258,7 +258,8 @@ def test_nih_steering_spans_and_alpha_one_is_exact(tiny_llama, small_hay, tmp_pa
     text = tok.decode(cells[0].ids[start:end])
     assert "Dolores Park" in text and text.strip()[:20] == cells[0].context.strip()[:20]
     assert end < len(cells[0].ids)  # the question after the haystack is not part of the span
-    kw = dict(lengths=[300], depths=[0, 100], haystack=small_hay, template="raw", max_new_tokens=5, progress=False)
+    kw = dict(lengths=[300], depths=[0, 33, 66, 100], haystack=small_hay, template="raw", max_new_tokens=8,
+              progress=False)
     plain = run_nih(model, tok, out_dir=tmp_path / "plain", **kw)
     same = run_nih(model, tok, out_dir=tmp_path / "one", steer="pasta:alpha=1", **kw)
     steered = run_nih(model, tok, out_dir=tmp_path / "steer", steer="pasta:alpha=0.01", **kw)

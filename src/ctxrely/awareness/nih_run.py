@@ -137,9 +137,15 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     model.eval()
     try:
         for batch in _by_length(todo, batch_size):
-            with _steering(model, tokenizer, batch, spec):
+            if spec is None:
                 outs = greedy_generate(model, tokenizer, [c.ids for c in batch], max_new_tokens=max_new_tokens,
                                        stop=NIH_STOP, batch_size=len(batch))
+            else:  # steered: finished rows stay in the batch, so the steered cache keeps its rows
+                from ctxrely.engine.hf import HFBackend
+
+                with _steering(model, tokenizer, batch, spec):
+                    outs = HFBackend(model, tokenizer, compact=False).generate(
+                        [c.ids for c in batch], max_new_tokens, stop=NIH_STOP, batch_size=len(batch))
             rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
             for r in rows:
                 done[r["key"]] = r
