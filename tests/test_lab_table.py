@@ -207,3 +207,18 @@ def test_separability_auc_and_recall_at_precision():
     assert r["auc"] == pytest.approx(9.5 / 12) and (r["n_cs"], r["n_c"]) == (4, 3)
     assert r["threshold"] == 0.2 and r["recall"] == pytest.approx(0.5)
     assert separability(scores, labels, precision=0.7)["recall"] == pytest.approx(0.75)  # 3/4 at 0.4
+
+
+def test_a_field_the_record_predates_counts_as_its_default(experiment, tmp_path):
+    """A recorded preset without a later-added field matches a folder that kept the field's default."""
+    preset = json.loads((experiment / "preset.json").read_text())
+    old = {k: v for k, v in preset.items() if k != "awareness_lengths"}
+    rec = tmp_path / "old.json"
+    body = {"metric": METRIC, "provenance": {"commit": "abc1234"}, "runs": [
+        {"variant": "baseline", "seed": 2, "peak": 1.0, "final": 0.5, "drop": 50.0}]}
+    rec.write_text(json.dumps({**body, "preset": {**old}}))
+    (experiment / "preset.json").write_text(json.dumps({**preset, "awareness_lengths": []}))
+    collect([experiment], [rec])  # predates the field; the folder holds the default: same settings
+    (experiment / "preset.json").write_text(json.dumps({**preset, "awareness_lengths": [300]}))
+    with pytest.raises(ConfigError, match=r"awareness_lengths differ"):
+        collect([experiment], [rec])

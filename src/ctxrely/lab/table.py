@@ -41,6 +41,20 @@ RECIPE_ID_SHARE = 0.98
 FREE = ("runs", "seeds", "device", "eval_batch_size", "save_steps")
 
 
+def _setting(preset: dict[str, Any], key: str) -> Any:
+    """A preset's value for ``key``; a field the source predates counts as the field's default."""
+    if key in preset:
+        return preset[key]
+    from dataclasses import MISSING, fields
+
+    from ctxrely.lab.presets import LabPreset
+
+    f = next((f for f in fields(LabPreset) if f.name == key), None)
+    if f is None:
+        return None
+    return f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+
+
 def _split(name: str) -> tuple[str, int] | None:
     variant, sep, seed = name.rpartition("-s")
     return (variant, int(seed)) if sep and seed.isdigit() else None
@@ -126,7 +140,7 @@ def collect(folders: Sequence[str | Path], recorded: Sequence[str | Path] = ()) 
     ref = next((s for s in sources if s["preset"]), None)
     for s in sources:
         diff = sorted(k for k in set(ref["preset"]) | set(s["preset"]) if k not in FREE and s["preset"]
-                      and ref["preset"].get(k) != s["preset"].get(k)) if ref else []
+                      and _setting(ref["preset"], k) != _setting(s["preset"], k)) if ref else []
         if diff:
             raise ConfigError(f"{s['source']} ran other settings than {ref['source']} ({', '.join(diff)} differ); "
                               "one table needs one experiment")
