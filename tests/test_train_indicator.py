@@ -64,3 +64,21 @@ def test_lora_indicator_on_tied_output_layer(tmp_path, tiny_tokenizer, arch):
     assert torch.equal(trained[:ind], before)  # no other row of the embedding changed
     assert torch.equal(head.weight.detach(), trained)  # the output side follows the input (still tied)
     assert (run_dir / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_qk_only_lora_trains_the_indicator_token(tmp_path, tiny_tokenizer):
+    """`train_modules=qk` with LoRA: the indicator row trains too (it used to stay at its mean init)."""
+    from ctxrely.models.load import load_model
+    from ctxrely.models.tiny import save_tiny
+
+    path = save_tiny(tmp_path / "model", arch="llama", tokenizer=tiny_tokenizer, tie_word_embeddings=True)
+    model, tok = load_model(str(path))
+    before = model.get_input_embeddings().weight.detach().clone()
+    run_dir = _train(model, tok, tmp_path / "run", "finetune=lora", "train_modules=qk", "save_final=true")
+    ind = tok.convert_tokens_to_ids("[IND]")
+    trained = model.get_input_embeddings().weight.detach()
+    assert not torch.allclose(trained[ind], before.mean(0))
+    assert torch.equal(trained[:ind], before)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("q_proj.lora_A" in n for n in names) and not any("v_proj" in n or "mlp" in n for n in names)
+    assert (run_dir / "final" / "adapter_model.safetensors").is_file()

@@ -111,15 +111,23 @@ def _device(cfg: TrainConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _qk(model: Any, cfg: TrainConfig) -> Any:
-    """QK-only: freeze all but Q/K (full), or wrap in LoRA on Q/K (fused QKV: value part held fixed)."""
+def _qk(model: Any, cfg: TrainConfig, ind_id: int | None = None) -> Any:
+    """QK-only: freeze all but Q/K (full), or wrap in LoRA on Q/K (fused QKV: value part held fixed).
+
+    An indicator token (``ind_id``) keeps a trainable embedding row under LoRA; full QK-only training
+    freezes the embeddings, so the token stays at its initial (mean) embedding, and a warning says so.
+    """
     if cfg.train_modules != "qk":
         return model
     from ctxrely.mitigate import qk_only
 
     if cfg.finetune == "lora":
-        return qk_only.qk_lora(model, r=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
+        extra = {"trainable_token_indices": [ind_id]} if ind_id is not None else {}
+        return qk_only.qk_lora(model, r=cfg.lora.rank, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout, **extra)
     trainable = qk_only.freeze_all_but_qk(model)
+    if ind_id is not None:
+        log.warning("train_modules=qk with finetune=full freezes the embeddings: the indicator token %r keeps "
+                    "its initial embedding (use finetune=lora to train it)", cfg.indicator)
     log.info("QK-only: training %d parameter tensors", len(trainable))
     return model
 
@@ -214,7 +222,7 @@ def run_train(
         from ctxrely.mitigate.indicator import add_indicator_token
 
         ind_id = add_indicator_token(model, tokenizer, cfg.indicator)
-    model = _qk(model, cfg)
+    model = _qk(model, cfg, ind_id)
     peft_config = None
     if cfg.finetune == "lora" and cfg.train_modules != "qk":
         from peft import LoraConfig
