@@ -81,6 +81,9 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert f["recipe"] == {"pass": 1, "n": 2, "verdict": False}
     assert n["recipe"] == {"pass": 0, "n": 2, "verdict": False}  # peak kept but ID acc 0.9 < 0.98
     assert b["recipe"]["pass"] == 0
+    # within noise: filter seed 1 falls 25 pts but its 4 items give z = 1 < 2 -> passes; no_ccs still fails on ID
+    assert f["recipe_noise"] == {"pass": 2, "n": 2, "verdict": True}
+    assert n["recipe_noise"]["pass"] == 0
     # keep_peak: cf = peak, ID acc at the peak step (baseline: step 2, 0.5)
     assert b["id_acc_peak"]["mean"] == pytest.approx(0.5) and b["keep_peak_recipe"]["verdict"] is False
     assert f["id_acc_peak"]["mean"] == pytest.approx((0.99 + 0.5) / 2)
@@ -99,6 +102,7 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     md = markdown(t)
     assert "1. no_ccs: removes 100%" in md and "2. filter: removes 67% (drop 25.0 ± 25.0 pts smaller, n=2)" in md
     assert "met by no run" in md and "- filter seed 2: unfinished" in md
+    assert "Within noise (final below the peak by less than 2 paired SE, same ID bar): met by " in md
     assert "| filter | 0,1 | " in md and "| yes (1/2)" not in md and "| no (1/2) |" in md
     assert "- baseline seeds 2, 3: not started" in markdown(build_table(collect([experiment]), seeds=[0, 1, 2, 3]))
     assert "<table>" in html(t, caption="Measured <long>") and "Measured &lt;long&gt;" in html(t, caption="Measured <long>")

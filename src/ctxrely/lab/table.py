@@ -16,7 +16,9 @@ from the per-item logs, ID accuracy at the peak and at the end). Per variant:
   evaluated step with the highest cf reliance among those whose ID accuracy clears the recipe's bar
   (a checkpoint rule a user could apply, equally optimistic);
 * the recipe goal: final cf reliance >= the run's own peak (i.e. the last evaluation is the peak)
-  and final ID accuracy >= 98% of the baseline's mean final ID accuracy, per seed.
+  and final ID accuracy >= 98% of the baseline's mean final ID accuracy, per seed; and the same goal
+  *within noise*: the drop from the peak under ``NOISE_Z`` paired SE (the peak is the best of many
+  noisy evaluations, so a run that plateaus rarely ends exactly on it).
 
 Example:
     >>> t = build_table(collect(["runs/lab-long"]), runs=["baseline", "filter"], seeds=[0, 1, 2])  # doctest: +SKIP
@@ -37,6 +39,7 @@ from ctxrely.errors import ConfigError
 
 FIELDS = ("step0", "peak", "peak_step", "final", "drop", "drop_se", "id_acc_peak", "id_acc_final")
 RECIPE_ID_SHARE = 0.98
+NOISE_Z = 2.0  # a drop under this many paired SE counts as "within noise" for the recipe
 # preset fields that may differ between the sources of one table (they do not change the numbers)
 FREE = ("runs", "seeds", "device", "eval_batch_size", "save_steps")
 
@@ -199,11 +202,14 @@ def build_table(found: dict[str, Any], *, runs: Sequence[str] | None = None,
             agg["vs_baseline"] = {"n": len(d), "diff": statistics.fmean(d),
                                   "se": statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else None,
                                   "removed": statistics.fmean(d) / mb if mb else None}
-        passes = [r["final"] >= r["peak"] and id_bar is not None and r["id_acc_final"] is not None
-                  and r["id_acc_final"] >= id_bar for r in mine]
+        id_ok = [id_bar is not None and r["id_acc_final"] is not None and r["id_acc_final"] >= id_bar for r in mine]
+        passes = [r["final"] >= r["peak"] and ok for r, ok in zip(mine, id_ok, strict=True)]
+        noise = [(r["final"] >= r["peak"] or (r.get("z") is not None and r["z"] < NOISE_Z)) and ok
+                 for r, ok in zip(mine, id_ok, strict=True)]
         kp_ok = [id_bar is not None and r["id_acc_peak"] is not None and r["id_acc_peak"] >= id_bar for r in mine
                  if r["id_acc_peak"] is not None]
         agg["recipe"] = {"pass": sum(passes), "n": len(passes), "verdict": bool(passes) and all(passes)}
+        agg["recipe_noise"] = {"pass": sum(noise), "n": len(noise), "verdict": bool(noise) and all(noise)}
         agg["keep_peak_recipe"] = {"pass": sum(kp_ok), "n": len(kp_ok), "verdict": bool(kp_ok) and all(kp_ok)}
         best = [b for b in (best_with_id(r.get("series"), id_bar) for r in mine) if b]
         agg["keep_best_id"] = {"cf": _agg([b[1] for b in best]), "step": _agg([b[0] for b in best]),

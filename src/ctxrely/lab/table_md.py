@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctxrely.lab.table import NOISE_Z
+
 COLS = (("step0", "step 0", 2), ("peak", "peak", 2), ("peak_step", "step of peak", 0), ("final", "final", 2),
         ("drop", "drop (pts)", 1), ("drop_se", "paired SE (pts)", 1), ("id_acc_final", "ID acc", 2))
 
@@ -38,7 +40,7 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
     """The per-variant table: mean ± sd over seeds, drop vs baseline, keep_peak, recipe."""
     head = (["run", "seeds"] + [lab for _, lab, _ in COLS]
             + ["drop vs baseline (pts, paired by seed)", "removed", "keep_peak: cf", "keep_peak: ID acc",
-               "recipe met", "keep_peak meets ID bar", "best step with ID acc >= bar: cf (step)"])
+               "recipe met", "recipe met within noise", "keep_peak meets ID bar", "best step with ID acc >= bar: cf (step)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, a in table["by_variant"].items():
         seeds = ",".join(str(s) for s in a["seeds"])
@@ -51,7 +53,7 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
         removed = "-" if not vs or vs["removed"] is None else f"{100 * vs['removed']:.0f}%"
         cells = [v, seeds] + [_ms(a[f], d) for f, _, d in COLS] + [
             vs_cell, removed, _ms(a["peak"], 2), _ms(a["id_acc_peak"], 2), _verdict(a["recipe"]),
-            _verdict(a["keep_peak_recipe"]), _best(a.get("keep_best_id"))]
+            _verdict(a["recipe_noise"]) if "recipe_noise" in a else "-", _verdict(a["keep_peak_recipe"]), _best(a.get("keep_best_id"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -106,9 +108,11 @@ def markdown(table: dict[str, Any]) -> str:
                   for i, r in enumerate(table["ranking"])]
     if table.get("recipe_id_bar") is not None:
         met = [v for v, a in table["by_variant"].items() if a["recipe"]["verdict"]]
+        near = [v for v, a in table["by_variant"].items() if a.get("recipe_noise", {}).get("verdict")]
         lines += ["", f"Recipe goal: final cf reliance >= the run's own peak and final ID accuracy >= "
                   f"{table['recipe_id_bar']:.3f} (98% of the baseline's {table['baseline_id_acc']:.3f}), in every "
-                  f"seed: met by {', '.join(met) if met else 'no run'}."]
+                  f"seed: met by {', '.join(met) if met else 'no run'}. Within noise (final below the peak by "
+                  f"less than {NOISE_Z:g} paired SE, same ID bar): met by {', '.join(near) if near else 'no run'}."]
     lines += ["", *run_rows(table)]
     if table.get("classes"):
         lines += ["", *classes_rows(table["classes"])]
