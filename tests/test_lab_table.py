@@ -75,6 +75,10 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert vs["n"] == 2 and vs["diff"] == pytest.approx(25) and vs["se"] == pytest.approx(25)
     assert vs["removed"] == pytest.approx(25 / 37.5)
     assert [r["variant"] for r in t["ranking"]] == ["no_ccs", "filter"]
+    # where training ends, paired by seed: filter finals 1.0, 0.75 vs baseline 0.5, 0.75 -> +50, 0 (pts)
+    fv = f["final_vs_baseline"]
+    assert fv["n"] == 2 and fv["diff"] == pytest.approx(25) and fv["se"] == pytest.approx(25)
+    assert "final_vs_baseline" not in b
     assert t["ranking"][0]["removed"] == pytest.approx(1.0)
     # recipe: final >= own peak and final ID acc >= 0.98 * 1.0
     assert t["recipe_id_bar"] == pytest.approx(0.98)
@@ -103,6 +107,7 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert "1. no_ccs: removes 100%" in md and "2. filter: removes 67% (drop 25.0 ± 25.0 pts smaller, n=2)" in md
     assert "met by no run" in md and "- filter seed 2: unfinished" in md
     assert "Within noise (final below the peak by less than 2 paired SE, same ID bar): met by " in md
+    assert "| +25.0 ± 25.0 (n=2) |" in md
     assert "| filter | 0,1 | " in md and "| yes (1/2)" not in md and "| no (1/2) |" in md
     assert "- baseline seeds 2, 3: not started" in markdown(build_table(collect([experiment]), seeds=[0, 1, 2, 3]))
     assert "<table>" in html(t, caption="Measured <long>") and "Measured &lt;long&gt;" in html(t, caption="Measured <long>")

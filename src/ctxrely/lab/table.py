@@ -11,6 +11,8 @@ from the per-item logs, ID accuracy at the peak and at the end). Per variant:
 * ``drop vs baseline``: ``d_s = drop_baseline_s - drop_variant_s`` over the seeds both have
   (paired by seed), mean ± ``sd(d)/sqrt(n)``; ``removed = mean(d) / mean(drop_baseline)`` over those
   seeds, the share of the baseline's drop the mitigation removes (ranked);
+* ``final vs baseline``: the run's final cf reliance minus the baseline's, paired by seed, in points
+  (where training *ends*: a run can remove the drop by peaking lower, which this column shows);
 * ``keep_peak``: what the callback's best-reliance checkpoint holds: cf reliance and ID accuracy at
   the step of the peak (selected on the same conflict set, so optimistic); and ``keep_best_id``, the
   evaluated step with the highest cf reliance among those whose ID accuracy clears the recipe's bar
@@ -196,6 +198,11 @@ def build_table(found: dict[str, Any], *, runs: Sequence[str] | None = None,
         agg["seeds"] = [r["seed"] for r in mine]
         agg["recorded_seeds"] = [r["seed"] for r in mine if r["recorded"]]
         paired = [(base[r["seed"]]["drop"], r["drop"]) for r in mine if r["seed"] in base]
+        finals = [100 * (r["final"] - base[r["seed"]]["final"]) for r in mine if r["seed"] in base]
+        if v != "baseline" and finals:
+            agg["final_vs_baseline"] = {"n": len(finals), "diff": statistics.fmean(finals),
+                                        "se": statistics.stdev(finals) / math.sqrt(len(finals))
+                                        if len(finals) > 1 else None}
         if v != "baseline" and paired:
             d = [b - x for b, x in paired]
             mb = statistics.fmean(b for b, _ in paired)

@@ -39,7 +39,7 @@ def _best(b: dict[str, Any] | None) -> str:
 def variant_rows(table: dict[str, Any]) -> list[str]:
     """The per-variant table: mean ± sd over seeds, drop vs baseline, keep_peak, recipe."""
     head = (["run", "seeds"] + [lab for _, lab, _ in COLS]
-            + ["drop vs baseline (pts, paired by seed)", "removed", "keep_peak: cf", "keep_peak: ID acc",
+            + ["drop vs baseline (pts, paired by seed)", "removed", "final vs baseline (pts, paired)", "keep_peak: cf", "keep_peak: ID acc",
                "recipe met", "recipe met within noise", "keep_peak meets ID bar", "best step with ID acc >= bar: cf (step)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v, a in table["by_variant"].items():
@@ -51,8 +51,11 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
         vs_cell = "-" if not vs else (f"{vs['diff']:.1f}" + (f" ± {vs['se']:.1f}" if vs["se"] is not None else "")
                                       + f" (n={vs['n']})")
         removed = "-" if not vs or vs["removed"] is None else f"{100 * vs['removed']:.0f}%"
+        fv = a.get("final_vs_baseline")
+        fv_cell = "-" if not fv else (f"{fv['diff']:+.1f}" + (f" ± {fv['se']:.1f}" if fv["se"] is not None else "")
+                                      + f" (n={fv['n']})")
         cells = [v, seeds] + [_ms(a[f], d) for f, _, d in COLS] + [
-            vs_cell, removed, _ms(a["peak"], 2), _ms(a["id_acc_peak"], 2), _verdict(a["recipe"]),
+            vs_cell, removed, fv_cell, _ms(a["peak"], 2), _ms(a["id_acc_peak"], 2), _verdict(a["recipe"]),
             _verdict(a["recipe_noise"]) if "recipe_noise" in a else "-", _verdict(a["keep_peak_recipe"]), _best(a.get("keep_best_id"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
