@@ -1,4 +1,4 @@
-"""The realistic lab variants: filter by score-data's class, filter + augment, filter + QK-only."""
+"""The realistic lab variants: filter by score-data's class, filter + augment, filter + QK-only, augment + QK-only."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def test_combined_variants(tiny_llama, tmp_path):
     assert fa.manifest["n_dropped"] == quantile.manifest["n_dropped"] and not fa.overrides
     fq = variant("filter_qk")
     assert fq.rows == quantile.rows and fq.overrides == {"train_modules": "qk"}
+    aug, aq = variant("augment"), variant("augment_qk")
+    assert aq.rows == aug.rows and aq.manifest == aug.manifest and aq.overrides == {"train_modules": "qk"}
+    assert not aug.overrides and aug.manifest["added"] > 0
 
 
 def test_combined_variants_run_in_the_lab(tmp_path):

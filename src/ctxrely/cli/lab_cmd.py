@@ -24,8 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "CPU) or quick (tiny random model, for tests)")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds (default: the preset's)")
     p.add_argument("--runs", default=None, help="comma-separated runs: baseline, filter, no_ccs, qk_only, augment, "
-                                                "indicator, filter_class, filter_augment, filter_qk (default: the "
-                                                "preset's)")
+                                                "indicator, filter_class, filter_augment, filter_qk, augment_qk "
+                                                "(default: the preset's)")
     p.add_argument("--model", default=None, help="another model than the preset's (zoo name, folder or hub id)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

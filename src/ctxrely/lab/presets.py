@@ -28,7 +28,7 @@ from ctxrely import config
 from ctxrely.errors import ConfigError
 
 RUNS = ("baseline", "filter", "no_ccs", "qk_only", "augment", "indicator", "filter_class", "filter_augment",
-        "filter_qk")
+        "filter_qk", "augment_qk")
 RUN_HELP = {
     "baseline": "the mixture as built",
     "filter": "drop the 25% of context points with the lowest response NLL without context (the most "
@@ -40,6 +40,7 @@ RUN_HELP = {
     "filter_class": "drop every point `score-data` classes C+S (base model's NLL without context <= 1 nat/token)",
     "filter_augment": "filter, then augment the rows kept",
     "filter_qk": "filter, and train only the query/key projections",
+    "augment_qk": "augment, and train only the query/key projections",
 }
 
 
@@ -146,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         finetune="lora", lora_rank=32, lora_alpha=64, lr=1e-4, lr_scheduler="cosine", warmup_steps=10,
         max_steps=400, batch_size=8, eval_every=20, seeds=[0, 1, 2],
         runs=["baseline", "filter", "no_ccs", "qk_only", "augment", "indicator", "filter_class",
-              "filter_augment", "filter_qk"],
+              "filter_augment", "filter_qk", "augment_qk"],
     ),
     "quick": dict(
         name="quick", model="tiny", relations=["capital", "author"], facts_per_relation=24, probe=False,

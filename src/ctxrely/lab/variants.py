@@ -63,8 +63,9 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
                  data_dir: str | Path, *, fmt: str = "chat", seed: int = 0, progress: bool = True) -> Variant:
     """Rows and config changes of run ``run`` (one of :data:`ctxrely.lab.presets.RUNS`).
 
-    ``filter_class``, ``filter_augment`` and ``filter_qk`` are what a user without labels would try:
-    the ``score-data`` class filter, and the quantile filter combined with augmentation or QK-only.
+    ``filter_class``, ``filter_augment``, ``filter_qk`` and ``augment_qk`` are what a user without labels
+    would try: the ``score-data`` class filter, the quantile filter combined with augmentation or
+    QK-only, and augmentation with QK-only.
 
     ``fmt`` is the prompt format the rows were built with (``LabData.fmt``): the indicator token goes
     after the question, found through that format's template.
@@ -80,8 +81,9 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
         return Variant(kept, manifest={**_counts(kept), "removed": len(rows) - len(kept)})
     if run == "qk_only":
         return _qk_only(Variant(list(rows), manifest=_counts(rows)))
-    if run == "augment":
-        return _augment(list(rows), preset)
+    if run in ("augment", "augment_qk"):
+        v = _augment(list(rows), preset)
+        return _qk_only(v) if run == "augment_qk" else v
     if run.startswith("filter"):
         v = _filter(rows, preset, model, tokenizer, data_dir, progress, by_class=run == "filter_class")
         if run == "filter_augment":  # augment the rows the filter kept
