@@ -273,3 +273,28 @@ def test_nih_bad_steer_is_one_line(tiny_model_dir, small_hay, tmp_path, capsys):
     err = _err(capsys, ["nih", "--model", str(tiny_model_dir("llama")), "--haystack", str(small_hay),
                         "--lengths", "300", "--steer", "pasta:alpha=-1", "--out", str(tmp_path / "o")])
     assert "alpha" in err
+
+
+def test_nih_cad_alpha_zero_is_greedy_and_the_bare_stream_has_no_haystack(tiny_llama, small_hay, tmp_path):
+    """``run_nih(decode="cad")``: alpha=0 reproduces plain greedy; alpha>0 changes answers; both in the hash."""
+    from ctxrely.awareness.nih_run import _bare_ids, run_nih
+
+    model, tok = tiny_llama
+    bare = tok.decode(_bare_ids(tok, DEFAULT_NEEDLE, "raw", None, False))
+    assert DEFAULT_NEEDLE.question in bare and "Dolores Park" not in bare
+    kw = dict(lengths=[300], depths=[0, 50, 100], haystack=small_hay, template="raw", max_new_tokens=8,
+              progress=False, batch_size=2)
+    plain = run_nih(model, tok, out_dir=tmp_path / "plain", **kw)
+    zero = run_nih(model, tok, out_dir=tmp_path / "zero", decode="cad", cad_alpha=0.0, **kw)
+    cad = run_nih(model, tok, out_dir=tmp_path / "cad", decode="cad", cad_alpha=3.0, **kw)
+    assert [c["output"] for c in zero["cells"]] == [c["output"] for c in plain["cells"]]
+    assert [c["output"] for c in cad["cells"]] != [c["output"] for c in plain["cells"]]
+    assert cad["config"]["decode"] == {"decode": "cad", "cad_alpha": 3.0, "steer": None}
+    assert "decode" not in plain["config"] and len({plain["config_hash"], zero["config_hash"], cad["config_hash"]}) == 3
+
+
+def test_nih_bad_decode_is_one_line(tiny_model_dir, small_hay, tmp_path, capsys):
+    base = ["nih", "--model", str(tiny_model_dir("llama")), "--haystack", str(small_hay), "--lengths", "300",
+            "--out", str(tmp_path / "o")]
+    assert "cad-alpha" in _err(capsys, [*base, "--decode", "cad", "--cad-alpha", "-1"])
+    assert "cannot be combined" in _err(capsys, [*base, "--decode", "cad", "--steer", "pasta"])

