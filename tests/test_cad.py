@@ -119,3 +119,20 @@ def test_bad_intervention_input(kw, match):
 
     with pytest.raises(SteerError, match=match):
         Intervention.parse(**kw)
+
+
+def test_token_budget_counts_both_streams(tiny_llama):
+    """A token budget holds CAD's two rows per prompt: half the prompts per batch of plain decoding."""
+    model, tok = tiny_llama
+    ctx = [list(range(5, 15))] * 8  # 8 prompts of 10 tokens, 2 new tokens: 12 per row
+    bare = [list(range(5, 9))] * 8
+    from ctxrely.engine.backend import Request
+    from ctxrely.engine.hf import HFBackend
+
+    plain_sizes: list[int] = []
+    HFBackend(model, tok).run([Request(p, (), 2) for p in ctx], batch_tokens=48,
+                              on_batch=lambda idx, _: plain_sizes.append(len(idx)))
+    cad_sizes: list[int] = []
+    cad_generate(model, tok, ctx, bare, alpha=1.0, max_new_tokens=2, batch_size=None, batch_tokens=48,
+                 on_batch=cad_sizes.append)
+    assert plain_sizes == [4, 4] and cad_sizes == [2, 2, 2, 2]

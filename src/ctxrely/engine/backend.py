@@ -83,6 +83,9 @@ class DecodeStrategy(Protocol):
 
     def start(self, model: Any, ids: Any, mask: Any, requests: Sequence[Request]) -> tuple[Any, Stream]: ...
 
+    # optional: ``rows_per_request`` (default 1), the model rows one request takes (CAD: 2); a token
+    # budget (``batch_tokens``) is divided by it
+
 
 class Backend(abc.ABC):
     """The interface every model backend implements (see the module docstring)."""

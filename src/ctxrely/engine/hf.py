@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxrely.engine.backend import Backend, DecodeStrategy, Outcome, Request, Stream
-from ctxrely.engine.batching import left_pad, pad_id_of, plan_batches
+from ctxrely.engine.batching import DEFAULT_BATCH_TOKENS, left_pad, pad_id_of, plan_batches
 from ctxrely.engine.generate import clean_output, eos_ids, hit_stop, stop_window
 from ctxrely.engine.logits import ContScore, tail_buckets
 
@@ -85,6 +85,9 @@ class HFBackend(Backend):
                 raise ValueError(f"prompt {i}: a continuation tokenises to no tokens (empty answer?)")
         extra = max([max([len(c) for c in r.conts], default=0) + r.max_new_tokens + len(r.forced)
                      for r in requests], default=0)
+        rows = getattr(self.strategy, "rows_per_request", 1)  # CAD runs two rows per request
+        if rows > 1 and (batch_tokens is not None or batch_size is None):
+            batch_tokens = max(1, (batch_tokens or DEFAULT_BATCH_TOKENS) // rows)
         batches = plan_batches([len(r.prompt) for r in requests], batch_size, batch_tokens, extra)
         results: list[Outcome] = [Outcome() for _ in requests]
         with torch.inference_mode():

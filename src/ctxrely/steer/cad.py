@@ -72,6 +72,8 @@ class CADDecode:
             steering passes its own, and the context-free rows, having no ``text``, stay unsteered).
     """
 
+    rows_per_request = 2  # both streams share the batch: the backend halves its token budget
+
     def __init__(self, bare_prompt: Callable[[Request], Sequence[int]], alpha: float = 1.0, adaptive: bool = False,
                  floor: float | None = None, base: DecodeStrategy | None = None, pad_id: int = 0) -> None:
         check_cad(alpha, floor)
