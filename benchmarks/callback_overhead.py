@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docsection import write_section  # benchmarks/docsection.py (scripts run from benchmarks/)
+from docsection import publish  # benchmarks/docsection.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Callback overhead"
@@ -148,11 +148,7 @@ def main() -> None:
         f"compact LM head (`ctxrely train`, CPU): {1000 * full:.1f} ms -> {1000 * compact:.1f} ms per "
         f"forward+backward, {full / compact:.2f}x faster, same loss and gradients",
     ]
-    for line in lines:
-        print(line)
-    if not args.no_write:
-        write_section(SECTION, "benchmarks/callback_overhead.py", lines)
-    print(f"callback_overhead ratio={ratio:.3f}")
+    publish(SECTION, "benchmarks/callback_overhead.py", lines, f"callback_overhead ratio={ratio:.3f}", write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -21,3 +21,13 @@ def write_section(section: str, script: str, lines: list[str], doc: Path = DOC) 
     text = pat.sub(lambda _m: body, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + body
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
+
+
+def publish(section: str, script: str, lines: list[str], summary: str, write: bool = True, doc: Path = DOC) -> None:
+    """Print ``lines``, write them as ``section`` of the doc (unless ``write`` is false), then print the
+    one-line ``summary`` the benchmark ends with (what `make bench` logs)."""
+    for line in lines:
+        print(line)
+    if write:
+        write_section(section, script, lines, doc)
+    print(summary)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docsection import write_section  # benchmarks/docsection.py (scripts run from benchmarks/)
+from docsection import publish  # benchmarks/docsection.py (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Scoring throughput"
@@ -134,13 +134,7 @@ def main() -> None:
         f"machine: {os.cpu_count()} cores, 1-min load average {os.getloadavg()[0]:.1f} at the end (a shared "
         "machine depresses absolute tok/s; the ratio compares interleaved runs)",
     ]
-    for line in lines:
-        print(line)
-    if not args.no_write:
-        write_section(SECTION, "benchmarks/scoring_throughput.py", lines)
-    print(f"scoring_throughput ratio={ratio:.3f}")
-
-
+    publish(SECTION, "benchmarks/scoring_throughput.py", lines, f"scoring_throughput ratio={ratio:.3f}", write=not args.no_write)
 
 
 if __name__ == "__main__":

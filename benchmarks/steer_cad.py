@@ -26,7 +26,7 @@ import platform
 import time
 from typing import Any
 
-from docsection import write_section  # benchmarks/docsection.py (scripts run from benchmarks/)
+from docsection import publish  # benchmarks/docsection.py (scripts run from benchmarks/)
 
 SECTION = "## Steering and CAD overhead"
 
@@ -114,11 +114,7 @@ def main() -> None:
         f"best of {args.reps}, interleaved; all times (s): plain {_fmt(t_plain)}, cad {_fmt(t_cad)}, "
         f"forward {_fmt(t_fwd, 3)}, steered {_fmt(t_steer, 3)}",
     ]
-    for line in lines:
-        print(line)
-    if not args.no_write:
-        write_section(SECTION, "benchmarks/steer_cad.py", lines)
-    print(f"steer_cad cad_ratio={cad_ratio:.3f} steer_ratio={steer_ratio:.3f}")
+    publish(SECTION, "benchmarks/steer_cad.py", lines, f"steer_cad cad_ratio={cad_ratio:.3f} steer_ratio={steer_ratio:.3f}", write=not args.no_write)
 
 
 if __name__ == "__main__":
