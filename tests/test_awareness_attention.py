@@ -124,3 +124,37 @@ def test_empty_answer_measures_the_last_prompt_token(tiny_tokenizer, template):
     assert _text_of(tiny_tokenizer, enc, "user").endswith("capital of France?")
     if template == "chat":
         assert tiny_tokenizer.decode(enc.ids).endswith("<|im_start|>assistant\n")
+
+
+def test_interrupted_measurement_resumes_where_it_stopped(tiny_llama, tmp_path):
+    """``out_dir``: answers and per-prompt masses are kept as they come; a rerun measures only the rest
+    and gives the uninterrupted result; the partial file goes at the end, and new settings start over."""
+    from ctxrely.awareness.allocation import PARTIAL
+
+    model, tok = tiny_llama
+    users = [USER, "Berlin is big.\nQuestion: Is Berlin big?", "Rome is old.\nQuestion: Is Rome old?"]
+    want = attention_allocation(model, tok, users, templates=("raw", "chat"), max_new_tokens=3)
+    measured: list[int] = []
+
+    def count(_mod, _args, kwargs):
+        if kwargs.get("use_cache") is False:  # the measuring forward (generation uses the cache)
+            measured.append(1)
+            if crash and len(measured) == 4:
+                raise KeyboardInterrupt
+
+    crash = True
+    h = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            attention_allocation(model, tok, users, templates=("raw", "chat"), max_new_tokens=3, out_dir=tmp_path)
+        assert (tmp_path / PARTIAL).is_file()
+        crash, measured[:] = False, []
+        got = attention_allocation(model, tok, users, templates=("raw", "chat"), max_new_tokens=3, out_dir=tmp_path)
+    finally:
+        h.remove()
+    assert len(measured) == 2 * len(users) - 3  # 3 prompts were measured before the interruption
+    assert got == want and not (tmp_path / PARTIAL).exists()
+    (tmp_path / PARTIAL).write_text(json.dumps({"config_hash": "other"}) + "\n" + json.dumps(
+        {"template": "raw", "answers": ["x", "y", "z"]}) + "\n")
+    assert attention_allocation(model, tok, users, templates=("raw", "chat"), max_new_tokens=3,
+                                out_dir=tmp_path) == want  # stale settings: ignored

@@ -10,6 +10,10 @@ kept. Shares per (layer, head) sum to 1. Views: the mean over layers and heads; 
 *retrieval head* (largest user share in the ``raw`` pass, reused in the ``chat`` pass); and the
 shares renormalised without template tokens.
 
+With ``out_dir``, every answer list and every prompt's ``(L, H, 4)`` masses are appended to
+``attention.partial.jsonl`` there (under a hash of the settings) as they are computed, so an
+interrupted measurement resumes where it stopped; the file goes once the summary is complete.
+
 Example:
     >>> s = attention_allocation(model, tok, users, templates=("raw", "chat"))  # doctest: +SKIP
     >>> s["templates"]["chat"]["roles"]  # doctest: +SKIP
@@ -18,14 +22,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ctxrely.awareness.roles import ROLES, RoleEncoding, encode_roles
 
+log = logging.getLogger(__name__)
+PARTIAL = "attention.partial.jsonl"
 
-def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = None) -> Any:
-    """Mean attention share per (layer, head, role) over the prompts' query positions: ``(L, H, 4)``."""
+
+def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = None,
+                done: dict[int, Any] | None = None, on_prompt: Callable[[int, Any], None] | None = None) -> Any:
+    """Mean attention share per (layer, head, role) over the prompts' query positions: ``(L, H, 4)``.
+
+    ``done`` maps prompt indices to masses already measured (not run again); ``on_prompt(i, masses)``
+    receives each newly measured prompt's ``(L, H, 4)`` masses.
+    """
     import torch
 
     from ctxrely.diagnose.attention_score import attention_modules
@@ -53,13 +68,21 @@ def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = N
     model.eval()
     try:
         with eager_attention(model), torch.inference_mode():
-            for enc in encodings:
+            for i, enc in enumerate(encodings):
+                if done and i in done:
+                    known = torch.as_tensor(done[i], dtype=torch.float32)
+                    total = known if total is None else total + known
+                    if progress is not None:
+                        progress.update(1)
+                    continue
                 idx = torch.tensor([ROLES.index(r) for r in enc.roles], device=device)
                 current["onehot"] = torch.nn.functional.one_hot(idx, len(ROLES)).float()
                 current["q"] = torch.tensor(enc.queries, device=device)
                 ids = torch.tensor([enc.ids], device=device)
                 model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-                stacked = torch.stack(per_layer).cpu()
+                stacked = torch.stack(per_layer).cpu().float()
+                if on_prompt is not None:
+                    on_prompt(i, stacked)
                 total = stacked if total is None else total + stacked
                 if progress is not None:
                     progress.update(1)
@@ -106,17 +129,65 @@ def answers(model: Any, tokenizer: Any, users: Sequence[str], template: str, max
     return greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=NIH_STOP, batch_size=batch_size)
 
 
+class _Partial:
+    """The resume file: a header with the settings' hash, then answer lists and per-prompt masses."""
+
+    def __init__(self, out_dir: str | Path | None, fingerprint: str) -> None:
+        self.path = Path(out_dir) / PARTIAL if out_dir is not None else None
+        self.answers: dict[str, list[str]] = {}
+        self.masses: dict[str, dict[int, Any]] = {}
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
+        if lines and json.loads(lines[0]).get("config_hash") != fingerprint:
+            log.info("settings changed since %s was written; starting over", self.path)
+            lines = []
+        if not lines:
+            self.path.write_text(json.dumps({"config_hash": fingerprint}) + "\n", encoding="utf-8")
+        for line in lines[1:]:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line from a crash
+                continue
+            if "answers" in row:
+                self.answers[row["template"]] = row["answers"]
+            else:
+                self.masses.setdefault(row["template"], {})[row["i"]] = row["masses"]
+        if self.answers or self.masses:
+            log.info("resuming %s: %d answer lists, %d prompts measured", self.path, len(self.answers),
+                     sum(len(m) for m in self.masses.values()))
+
+    def add(self, row: dict[str, Any]) -> None:
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def done(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, templates: Sequence[str] = ("raw", "chat"),
-                         max_new_tokens: int = 16, batch_size: int = 4, progress: bool = False) -> dict[str, Any]:
-    """Role shares per template (``raw`` first, so its retrieval head can be reused for ``chat``)."""
+                         max_new_tokens: int = 16, batch_size: int = 4, progress: bool = False,
+                         out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Role shares per template (``raw`` first, so its retrieval head can be reused for ``chat``);
+    ``out_dir``: resume through ``attention.partial.jsonl`` there (see the module docstring)."""
     import numpy as np
+
+    from ctxrely.provenance import config_hash
 
     if not users:
         raise ValueError("no prompts to measure")
     order = sorted(templates, key=lambda t: t != "raw")
+    part = _Partial(out_dir, config_hash({"users": list(users), "templates": order, "max_new_tokens": max_new_tokens,
+                                          "model": getattr(getattr(model, "config", None), "_name_or_path", None)}))
     encs = {}
     for t in order:  # render and answer everything before any measurement (fails fast on a bad template)
-        outs = answers(model, tokenizer, users, t, max_new_tokens, batch_size)
+        outs = part.answers.get(t)
+        if outs is None:
+            outs = answers(model, tokenizer, users, t, max_new_tokens, batch_size)
+            part.add({"template": t, "answers": outs})
         encs[t] = ([encode_roles(tokenizer, u, a, t) for u, a in zip(users, outs, strict=True)], outs)
     bar = None
     if progress:
@@ -127,7 +198,8 @@ def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, te
     head = None
     try:
         for t in order:
-            masses = role_masses(model, encs[t][0], bar)
+            masses = role_masses(model, encs[t][0], bar, done=part.masses.get(t),
+                                 on_prompt=lambda i, m, t=t: part.add({"template": t, "i": i, "masses": m.tolist()}))
             if t == "raw":
                 flat = int(np.argmax(masses[:, :, ROLES.index("user")]))
                 head = (flat // masses.shape[1], flat % masses.shape[1])
@@ -135,4 +207,5 @@ def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, te
     finally:
         if bar is not None:
             bar.close()
+    part.done()
     return {"templates": {t: result[t] for t in templates}, "n_examples": len(users), "roles_order": list(ROLES)}

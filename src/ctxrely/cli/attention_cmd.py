@@ -77,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if "chat" in templates and not getattr(tok, "chat_template", None):
         raise NIHError(f"{args.model} has no chat template; use --template raw")
     users = user_turns(args, tok)
+    out = Path(args.out or f"runs/attention-{Path(args.model).name}")
     s = attention_allocation(model, tok, users, templates=templates, max_new_tokens=args.max_new_tokens,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, out_dir=out)  # resumes an interrupted run
     s["config"] = {"model": args.model, "source": "nih" if args.nih else args.data, "templates": list(templates),
                    "limit": args.limit, "indicator": args.indicator, "max_new_tokens": args.max_new_tokens}
     s["provenance"] = provenance()
-    out = Path(args.out or f"runs/attention-{Path(args.model).name}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
     attention_report(s, out)
