@@ -124,10 +124,10 @@ def awareness_html(res: dict[str, Any], out: Path) -> str:
                          f"<tr><td>{t}</td><td class=\"num\">{s['mean_recall']:.3f}</td><td class=\"num\">"
                          f"{s['mean_strict']:.3f}</td><td class=\"num\">{s['n_cells']}</td></tr>"
                          for t, s in res["nih"].items()) + "</tbody></table>")
-        from ctxrely.report.html import _img
+        from ctxrely.report.html import img_tag
 
         for t, s in res["nih"].items():
-            parts += [f"<figure>{_img(p, p.stem)}</figure>" for p in nih_heatmap(s, out, f"nih_heatmap_{t}")
+            parts += [f"<figure>{img_tag(p, p.stem)}</figure>" for p in nih_heatmap(s, out, f"nih_heatmap_{t}")
                       if p.suffix == ".png"]
     if res["squad"]:
         rows = "".join(f"<tr><td>{t}</td>" + "".join(f"<td class=\"num\">{m[k]['mean']:.3f}</td>"

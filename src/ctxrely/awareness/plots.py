@@ -15,8 +15,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from ctxrely.report.html import SCRIPT, STYLE, _img
-from ctxrely.report.plots import _figure, _save
+from ctxrely.report.html import SCRIPT, STYLE, img_tag
+from ctxrely.report.plots import new_figure, save_figure
 
 ROLES = ("bos", "user", "template", "assistant")
 
@@ -43,7 +43,7 @@ def nih_heatmap(summary: dict[str, Any], out_dir: Path, stem: str = "nih_heatmap
         return []
     lengths, depths, grid = _grid(summary)
     arr = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=float)
-    fig = _figure(1.6 + 0.9 * len(lengths), 1.4 + 0.45 * len(depths))
+    fig = new_figure(1.6 + 0.9 * len(lengths), 1.4 + 0.45 * len(depths))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(arr, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
@@ -57,7 +57,7 @@ def nih_heatmap(summary: dict[str, Any], out_dir: Path, stem: str = "nih_heatmap
     cfg = summary.get("config", {})
     ax.set_title(f"NIH keyword recall: {cfg.get('model')} ({cfg.get('template')})", fontsize=9)
     fig.colorbar(im, ax=ax, label="recall")
-    return _save(fig, out_dir, stem)
+    return save_figure(fig, out_dir, stem)
 
 
 def _page(title: str, sections: list[tuple[str, str]]) -> str:
@@ -70,7 +70,7 @@ def _page(title: str, sections: list[tuple[str, str]]) -> str:
 def nih_html(summary: dict[str, Any], plots: list[Path]) -> str:
     """A report section: the heatmap, mean recall / strict, skipped cells and some outputs."""
     cfg = summary.get("config", {})
-    imgs = "".join(f"<figure>{_img(p, p.stem)}</figure>" for p in plots if p.suffix == ".png")
+    imgs = "".join(f"<figure>{img_tag(p, p.stem)}</figure>" for p in plots if p.suffix == ".png")
     mean, strict = summary["mean_recall"], summary["mean_strict"]
     head = (f"<p>{html.escape(str(cfg.get('model')))}, template <code>{html.escape(str(cfg.get('template')))}</code>"
             f"{', indicator ' + html.escape(cfg['indicator']) if cfg.get('indicator') else ''}: mean keyword recall "
@@ -102,7 +102,7 @@ def attention_bars(summary: dict[str, Any], out_dir: Path, stem: str = "attentio
     per = summary["templates"]
     views = [(t, "mean", per[t]["roles"]) for t in per] + [
         (t, "retrieval head", per[t]["retrieval_head"]["roles"]) for t in per if per[t].get("retrieval_head")]
-    fig = _figure(7.5, 3.8)
+    fig = new_figure(7.5, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(views))
     colors = ["#1f77b4", "#d62728", "#aec7e8", "#ff9896", "#2ca02c", "#98df8a"]
@@ -114,12 +114,12 @@ def attention_bars(summary: dict[str, Any], out_dir: Path, stem: str = "attentio
     ax.set_ylim(0, 1)
     ax.set_title(f"Attention allocation by token role: {summary.get('config', {}).get('model')}", fontsize=9)
     ax.legend(fontsize=8)
-    return _save(fig, out_dir, stem)
+    return save_figure(fig, out_dir, stem)
 
 
 def attention_html(summary: dict[str, Any], plots: list[Path]) -> str:
     """A report section: the bars and a table of role shares per template and view."""
-    imgs = "".join(f"<figure>{_img(p, p.stem)}</figure>" for p in plots if p.suffix == ".png")
+    imgs = "".join(f"<figure>{img_tag(p, p.stem)}</figure>" for p in plots if p.suffix == ".png")
     rows = []
     for t, s in summary["templates"].items():
         views = [("mean over layers and heads", s["roles"]), ("without template tokens", s["roles_no_template"])]

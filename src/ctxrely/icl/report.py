@@ -16,7 +16,7 @@ from typing import Any
 
 from ctxrely.icl.buckets import BUCKETS
 from ctxrely.icl.probes import probe_scores
-from ctxrely.report.plots import COLORS, _figure, _save
+from ctxrely.report.plots import COLORS, new_figure, save_figure
 
 PROBES = ("icl_score", "iwl_score", "copy_score")
 
@@ -100,7 +100,7 @@ def collect(out: Path, strategies: Sequence[str]) -> dict[str, Any]:
 
 def plot_buckets(per: dict[str, Any], out: Path) -> list[Path]:
     """Fig. 3: final accuracy per bucket (zero-context first), one bar group per bucket."""
-    fig = _figure(8.0, 4.2)
+    fig = new_figure(8.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     names = list(per)
     width = 0.8 / max(1, len(names))
@@ -114,12 +114,12 @@ def plot_buckets(per: dict[str, Any], out: Path) -> list[Path]:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="IC-Train strategy", fontsize=8, title_fontsize=8)
     ax.set_title("Accuracy per bucket of the target's max similarity to its examples")
-    return _save(fig, out, "icl_buckets")
+    return save_figure(fig, out, "icl_buckets")
 
 
 def plot_probes(per: dict[str, Any], out: Path) -> list[Path]:
     """Fig. 4: ICL-, IWL- and Copy-score against the step, one panel each, one line per strategy."""
-    fig = _figure(11.0, 3.8)
+    fig = new_figure(11.0, 3.8)
     for j, name in enumerate(PROBES):
         ax = fig.add_subplot(1, 3, j + 1)
         for i, (st, d) in enumerate(per.items()):
@@ -139,7 +139,7 @@ def plot_probes(per: dict[str, Any], out: Path) -> list[Path]:
             ax.legend(fontsize=8)
         if name in ("iwl_score", "copy_score"):
             ax.set_xlabel("optimizer step (dashed: word level)")
-    return _save(fig, out, "icl_probes")
+    return save_figure(fig, out, "icl_probes")
 
 
 def markdown(per: dict[str, Any]) -> str:
@@ -154,7 +154,7 @@ def markdown(per: dict[str, Any]) -> str:
 
 def write_icl_report(out_dir: str | Path, strategies: Sequence[str]) -> dict[str, Any]:
     """Write ``icl_summary.{json,md}``, the two figures and ``report/report.html``; return the summary."""
-    from ctxrely.report.html import _img, build_report
+    from ctxrely.report.html import build_report, img_tag
 
     out = Path(out_dir)
     summary = collect(out, strategies)
@@ -170,7 +170,7 @@ def write_icl_report(out_dir: str | Path, strategies: Sequence[str]) -> dict[str
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
                    for line in table.splitlines()[2:])
     head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in table.splitlines()[0].strip("|").split("|"))
-    frag = ("".join(f"<figure>{_img(p, p.stem)}</figure>" for p in figs)
+    frag = ("".join(f"<figure>{img_tag(p, p.stem)}</figure>" for p in figs)
             + f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
             '<p class="muted">End of training (step 0 in brackets), mean over seeds. ICL-score: near-duplicate of a '
             "novel item in context; IWL-score: taught items among dissimilar examples; Copy-score: outputs holding "

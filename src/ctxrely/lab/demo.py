@@ -75,7 +75,7 @@ class _Stages:
         self.console.print(msg, highlight=False, soft_wrap=True)
 
 
-def _img(path: Path, alt: str) -> str:
+def img_tag(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
@@ -100,7 +100,7 @@ def theory_html(summary: dict[str, Any], plots: list[Path]) -> str:
         f"<tr><td>{html.escape(k)}</td><td>{s['start_m_c']:.3f}</td><td>{s['peak_m_c']:.3f}</td>"
         f"<td>{s['peak_step']}</td><td>{s['final_m_c']:.3f}</td><td>{s['drop']:.3f}</td></tr>"
         for k, s in summary.items())
-    imgs = "".join(f"<figure>{_img(p, p.stem)}</figure>" for p in plots if p.suffix == ".png")
+    imgs = "".join(f"<figure>{img_tag(p, p.stem)}</figure>" for p in plots if p.suffix == ".png")
     return ("<p>The one-layer attention model of Goyal et al. (2024, sec. 4), fine-tuned by gradient descent on "
             "context-critical (C), non-context-critical (C+S) and subject-only (S) points. Attention to the "
             "context rises first (C points), then the subject takes over (C+S points) and context reliance "

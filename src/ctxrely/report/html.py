@@ -52,7 +52,8 @@ def _num(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else _e(v)
 
 
-def _img(path: Path, alt: str) -> str:
+def img_tag(path: Path, alt: str) -> str:
+    """An ``<img>`` with the PNG at ``path`` inlined (base64), so a report is one self-contained file."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
 
@@ -120,7 +121,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, title: 
              f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}; runs: '
              + ", ".join(f"<code>{_e(d)}</code>" for d in dirs) + "</p>",
              "<h2>Context reliance during fine-tuning</h2>"]
-    parts += [f"<figure>{_img(p, p.stem)}<figcaption class=\"muted\">{_e(p.stem)} "
+    parts += [f"<figure>{img_tag(p, p.stem)}<figcaption class=\"muted\">{_e(p.stem)} "
               f"(SVG: <code>{_e(p.with_suffix('.svg').name)}</code>)</figcaption></figure>" for p in pngs]
     parts += ["<h2>Summary</h2>", _summary_table(summaries, labels),
               '<p class="muted">drop = peak &minus; final (percentage points for rates). ID acc: teacher-forced greedy '

@@ -23,7 +23,12 @@ from ctxrely.report.summary import Run, labels_for, load_run, param_series, run_
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
-def _figure(width: float = 8.0, height: float = 4.8) -> Any:
+def new_figure(width: float = 8.0, height: float = 4.8) -> Any:
+    """A matplotlib figure on the Agg canvas (no pyplot state; safe in threads and servers).
+
+    Example:
+        >>> fig = new_figure(4, 3); ax = fig.add_subplot(1, 1, 1)  # doctest: +SKIP
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -32,7 +37,8 @@ def _figure(width: float = 8.0, height: float = 4.8) -> Any:
     return fig
 
 
-def _save(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``<stem>.png`` (120 dpi, what reports embed) and ``<stem>.svg``; returns both paths."""
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
     fig.savefig(paths[0], dpi=120)
     fig.savefig(paths[1])
@@ -43,7 +49,7 @@ def plot_reliance(runs: Sequence[Run], labels: Sequence[str], out_dir: Path) -> 
     """Counterfactual and parametric curves, ID accuracy on a second axis, peak and inversion marked."""
     from matplotlib.lines import Line2D
 
-    fig = _figure(8.0, 5.4)
+    fig = new_figure(8.0, 5.4)
     ax = fig.add_subplot(1, 1, 1)
     ax2 = None
     kinds = sorted({r.metric for r in runs})
@@ -86,7 +92,7 @@ def plot_reliance(runs: Sequence[Run], labels: Sequence[str], out_dir: Path) -> 
     fig.legend(handles=styles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     ax.legend(title="run", fontsize=8, title_fontsize=8, loc="best", framealpha=0.85)
     ax.set_title("Context reliance during fine-tuning")
-    return _save(fig, out_dir, "reliance")
+    return save_figure(fig, out_dir, "reliance")
 
 
 def plot_attention(runs: Sequence[Run], labels: Sequence[str], out_dir: Path) -> list[Path]:
@@ -95,7 +101,7 @@ def plot_attention(runs: Sequence[Run], labels: Sequence[str], out_dir: Path) ->
               for i, (run, label) in enumerate(zip(runs, labels, strict=True))]
     if not any(s for s, _, _ in series):
         return []
-    fig = _figure(8.0, 3.6)
+    fig = new_figure(8.0, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     for s, label, color in series:
         if s:
@@ -106,7 +112,7 @@ def plot_attention(runs: Sequence[Run], labels: Sequence[str], out_dir: Path) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Attention mass from the answer position to the context (mean over layers, heads)")
-    return _save(fig, out_dir, "attention")
+    return save_figure(fig, out_dir, "attention")
 
 
 def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
