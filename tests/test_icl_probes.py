@@ -127,3 +127,44 @@ def test_lab_runs_and_reports_on_a_tiny_model(tiny_model_dir, tmp_path):
     assert (tmp_path / "lab" / "icl_summary.md").read_text().startswith("| strategy |")
     again = run_icl_lab(s, tmp_path / "lab")  # resumes: both runs are done
     assert again["per_strategy"] == summary["per_strategy"]
+
+
+def test_icl_probes_tracked_from_the_command_line(tiny_model_dir, tmp_path, capsys):
+    """`ctxrely icl-data --probes` writes the suites; `ctxrely train eval_data=[...]` tracks them (no Python)."""
+    from ctxrely.cli.main import main
+    from ctxrely.data.loaders import load_data
+
+    t = lexicon_task(n_train=40, n_test=3, n_novel=3)
+    files = {}
+    for name, rows in (("pool", t.train), ("novel", t.novel), ("test", t.test)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows, pdir = tmp_path / "ic_train.jsonl", tmp_path / "probes"
+    args = ["icl-data", "--data", str(files["pool"]), "--k", "2", "--similarity", "bm25", "--format", "alpaca",
+            "--out", str(rows)]
+    assert main([*args, "--novel", str(files["novel"])]) == 2  # --novel without --probes
+    assert "--probes" in capsys.readouterr().err
+    assert main([*args, "--probes", str(pdir), "--novel", str(files["novel"]), "--test", str(files["test"]),
+                 "--n-taught", "3"]) == 0
+    assert "track them: ctxrely train" in capsys.readouterr().out
+    want = probe_examples(t.train, [dict(r, line=i + 1) for i, r in enumerate(t.novel)], t.train[:3], k=2,
+                          similarity="bm25")
+    def fields(exs):  # what scoring reads (the loader keeps its own meta)
+        return [{k: v for k, v in e.to_dict().items() if k != "meta"} for e in exs]
+
+    for name in ("icl_probe", "iwl_probe"):
+        back = load_data(str(pdir / f"{name}.jsonl"))
+        assert back.name == name and fields(back.examples) == fields(want[name])
+    suites = sorted(p.stem for p in pdir.glob("*.jsonl"))
+    assert {"icl_probe", "iwl_probe", "icl_zero"} <= set(suites)
+    out = tmp_path / "run"
+    assert main(["train", f"model={tiny_model_dir('llama')}", f"dataset={rows}", f"output_dir={out}",
+                 "prompt_format=raw", "max_steps=2", "eval_every=2", "batch_size=4", "max_length=128", "suites=",
+                 "eval_mode=generate", "eval_max_new_tokens=4", "metric=icl_probe/cf_acc", "attention_subset=0",
+                 "device=cpu", "save_final=false", "eval_data=[" + ",".join(str(pdir / f"{s}.jsonl") for s in suites) + "]"]) == 0
+    traj = [json.loads(x) for x in (out / "trajectory.jsonl").read_text().splitlines()]
+    s = probe_scores(traj[-1])
+    assert s["icl_score"] is not None and s["iwl_score"] is not None and s["copy_score"] is not None
+    twice = ["train", "model=tiny", f"dataset={rows}", f"output_dir={tmp_path / 'r2'}", "suites=",
+             f"eval_data=[{pdir / 'icl_probe.jsonl'},{pdir / 'icl_probe.jsonl'}]"]
+    assert main(twice) == 2 and "given twice" in capsys.readouterr().err

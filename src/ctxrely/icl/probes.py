@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -151,3 +152,25 @@ def bucket_examples(pool: Sequence[dict[str, str]], test: Sequence[dict[str, str
             suite = f"icl_{bucket_of(max(d.similarity for d in demos))}"
             out[suite].append(_example(suite, f"{t['id']}/{name}", t, demos, rng))
     return {name: exs for name, exs in out.items() if exs}
+
+
+def write_probe_suites(out_dir: str | Path, suites: dict[str, Sequence[ConflictExample]]) -> list[Path]:
+    """Write each non-empty suite as ``<out_dir>/<suite>.jsonl`` (ctxrely's conflict-data format, which
+    ``ctxrely eval --data`` and ``ctxrely train eval_data=[...]`` read back); returns the files.
+
+    Example:
+        >>> write_probe_suites("probes", probe_examples(pool, novel, taught))  # doctest: +SKIP
+        [PosixPath('probes/icl_probe.jsonl'), PosixPath('probes/iwl_probe.jsonl')]
+    """
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, exs in suites.items():
+        if not exs:
+            continue
+        path = out / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n" for e in exs), encoding="utf-8")
+        paths.append(path)
+    return paths

@@ -76,6 +76,9 @@ class TrainConfig:
         "help": "generate/both probes: the most tokens generated per answer"})
     eval_format: str = field(default="auto", metadata={
         "help": "prompt format of the probes; auto: prompt_format for alpaca data, chat for messages, raw otherwise"})
+    eval_data: list[str] = field(default_factory=list, metadata={
+        "help": "probe files tracked beside the suites, each a suite named by its file stem (any format "
+                "ctxrely eval --data reads, e.g. the ICL probes of ctxrely icl-data --probes)"})
     id_sets: list[str] = field(default_factory=list, metadata={
         "help": "in-distribution probe files (same formats as dataset), scored by greedy match"})
     id_holdout: int = field(default=0, metadata={

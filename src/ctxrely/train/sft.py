@@ -132,6 +132,21 @@ def _qk(model: Any, cfg: TrainConfig, ind_id: int | None = None) -> Any:
     return model
 
 
+def _probe_files(paths: Sequence[str], examples: Any) -> Any:
+    """``examples`` plus one suite per probe file (named by the file's stem); a name given twice raises."""
+    if not paths:
+        return examples
+    from ctxrely.data.loaders import load_data
+
+    merged = dict(examples or {})
+    for path in paths:
+        suite = load_data(path)
+        if suite.name in merged:
+            raise ConfigError(f"eval_data: suite {suite.name!r} ({path}) is given twice; rename the file")
+        merged[suite.name] = list(suite.examples)
+    return merged
+
+
 def _resume_arg(cfg: TrainConfig, out: Path) -> str | bool | None:
     if not cfg.resume:
         return None
@@ -182,6 +197,7 @@ def run_train(
     else:
         raise ConfigError("field 'dataset' is required (or pass train_rows)")
     id_raw = {path: load_rows(path) for path in cfg.id_sets}
+    eval_examples = _probe_files(cfg.eval_data, eval_examples)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resume = _resume_arg(cfg, out)
