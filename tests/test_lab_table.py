@@ -11,7 +11,7 @@ from ctxrely.errors import ConfigError
 from ctxrely.lab.labels import class_recovery, experiment_recovery
 from ctxrely.lab.presets import get_preset
 from ctxrely.lab.table import build_table, collect
-from ctxrely.lab.table_md import html, markdown
+from ctxrely.lab.table_md import compact_rows, html, markdown
 from ctxrely.track.trajectory import TrajectoryStore
 
 METRIC = "lab_conflicts/logit_cf_rate"
@@ -108,6 +108,9 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert "met by no run" in md and "- filter seed 2: unfinished" in md
     assert "Within noise (final below the peak by less than 2 paired SE, same ID bar): met by " in md
     assert "| +25.0 ± 25.0 (n=2) |" in md
+    short = compact_rows(t)
+    assert short[2].startswith("| `baseline` | 2 | ") and short[3].startswith("| `no_ccs` | 2 | ")  # best first
+    assert "| 67% (25.0 ± 25.0) | +25.0 ± 25.0 |" in short[4] and short[4].endswith("| 1/2 / 2/2 |")
     assert "| filter | 0,1 | " in md and "| yes (1/2)" not in md and "| no (1/2) |" in md
     assert "- baseline seeds 2, 3: not started" in markdown(build_table(collect([experiment]), seeds=[0, 1, 2, 3]))
     assert "<table>" in html(t, caption="Measured <long>") and "Measured &lt;long&gt;" in html(t, caption="Measured <long>")

@@ -61,6 +61,28 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
     return lines
 
 
+def compact_rows(table: dict[str, Any]) -> list[str]:
+    """The short table (README, demo): per run its seeds, peak (step), final, drop, what it changes
+    against the baseline, ID accuracy and the recipe verdicts; best first by share of drop removed."""
+    head = ["run", "seeds", "step 0", "peak (step)", "final", "drop from peak (pts)", "removes of the baseline's drop",
+            "final vs baseline (pts)", "ID acc", "recipe (strict / within noise)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rank = {r["variant"]: i for i, r in enumerate(table["ranking"])}
+    order = sorted(table["by_variant"], key=lambda v: (v != "baseline", rank.get(v, len(rank))))
+    for v in order:
+        a = table["by_variant"][v]
+        vs, fv = a.get("vs_baseline"), a.get("final_vs_baseline")
+        removed = "-" if not vs or vs["removed"] is None else (
+            f"{100 * vs['removed']:.0f}%" + (f" ({vs['diff']:.1f} ± {vs['se']:.1f})" if vs["se"] is not None else ""))
+        fv_cell = "-" if not fv else f"{fv['diff']:+.1f}" + (f" ± {fv['se']:.1f}" if fv["se"] is not None else "")
+        strict, near = a["recipe"], a.get("recipe_noise")
+        verdict = f"{strict['pass']}/{strict['n']}" + (f" / {near['pass']}/{near['n']}" if near else "")
+        lines.append(f"| `{v}` | {len(a['seeds'])} | {_ms(a['step0'], 2)} | {_ms(a['peak'], 2)} ({_ms(a['peak_step'], 0)}) "
+                     f"| {_ms(a['final'], 2)} | {_ms(a['drop'], 1)} | {removed} | {fv_cell} | "
+                     f"{_ms(a['id_acc_final'], 2)} | {verdict} |")
+    return lines
+
+
 def run_rows(table: dict[str, Any]) -> list[str]:
     """One line per (run, seed)."""
     head = ["run", "seed", "step 0", "peak", "step of peak", "final", "drop (pts)", "paired SE", "z",
