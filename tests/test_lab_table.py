@@ -132,13 +132,15 @@ def test_recorded_runs_enter_the_table_and_folders_win(experiment, tmp_path):
     rec = tmp_path / "recorded.json"
     rec.write_text(json.dumps({"metric": METRIC, "preset": preset, "provenance": {"commit": "abc1234"}, "runs": [
         {"variant": "baseline", "seed": 2, "step0": 0.0, "peak": 1.0, "peak_step": 2, "final": 0.25, "drop": 75.0,
-         "drop_se": 5.0, "id_acc_final": 1.0},
+         "drop_se": 5.0, "id_acc_final": 1.0, "trajectory": {"4": 0.25, "0": 0.0, "2": 1.0}},
         {"variant": "baseline", "seed": 0, "peak": 0.1, "final": 0.1, "drop": 0.0}]}))
     t = build_table(collect([experiment], [rec]))
     b = t["by_variant"]["baseline"]
     assert b["seeds"] == [0, 1, 2] and b["recorded_seeds"] == [2]
     assert b["drop"]["mean"] == pytest.approx((50 + 25 + 75) / 3)  # seed 0 from the folder, not the file
     assert "recorded (abc1234)" in markdown(t) and "(2 recorded)" in markdown(t)
+    assert "| baseline | 0 | 0: 0.00, 2: 1.00, 4: 0.50 | 0: 0.00, 2: 0.50, 4: 1.00 |" in markdown(t)
+    assert "| baseline | 2 | 0: 0.00, 2: 1.00, 4: 0.25 | - |" in markdown(t)  # a recorded trajectory, in step order
     assert ("baseline", 2) not in {(m["variant"], m["seed"]) for m in t["missing"]}
 
 

@@ -118,7 +118,9 @@ def load_recorded(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any
             raise ConfigError(f"{p}: runs[{i}]: missing field(s) {', '.join(missing)}")
         runs.append({**{k: r.get(k) for k in FIELDS}, "variant": r["variant"], "seed": int(r["seed"]),
                      "z": r.get("z"), "metric": doc.get("metric"), "source": str(p), "recorded": True,
-                     "commit": doc.get("provenance", {}).get("commit")})
+                     "commit": doc.get("provenance", {}).get("commit"),
+                     "series": [[int(st), v, None] for st, v in sorted((r.get("trajectory") or {}).items(),
+                                                                       key=lambda kv: int(kv[0]))]})
     return runs, {"source": str(p), "preset": doc.get("preset", {}), "provenance": doc.get("provenance", {})}
 
 

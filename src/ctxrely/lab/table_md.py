@@ -96,6 +96,19 @@ def run_rows(table: dict[str, Any]) -> list[str]:
     return lines
 
 
+def trajectory_rows(table: dict[str, Any]) -> list[str]:
+    """Per run, the watched metric at every evaluation (``step: value``), and ID accuracy where kept."""
+    lines = ["| run | seed | cf reliance (step: value) | ID acc (step: value) |", "|---|---|---|---|"]
+    for r in sorted(table["runs"], key=lambda r: (r["variant"], r["seed"])):
+        s = r.get("series") or []
+        if not s:
+            continue
+        ids = ", ".join(f"{st}: {a:.2f}" for st, _, a in s if a is not None) or "-"
+        lines.append(f"| {r['variant']} | {r['seed']} | " + ", ".join(f"{st}: {v:.2f}" for st, v, _ in s)
+                     + f" | {ids} |")
+    return lines if len(lines) > 2 else []
+
+
 def classes_rows(rec: dict[str, Any]) -> list[str]:
     """``score-data``'s classes and the filters' dropped rows vs the lab's true labels."""
     lines = [f"`score-data`'s classes (C+S when the base model's NLL without context <= {rec['cs_threshold']} "
@@ -139,6 +152,9 @@ def markdown(table: dict[str, Any]) -> str:
                   f"seed: met by {', '.join(met) if met else 'no run'}. Within noise (final below the peak by "
                   f"less than {NOISE_Z:g} paired SE, same ID bar): met by {', '.join(near) if near else 'no run'}."]
     lines += ["", *run_rows(table)]
+    traj = trajectory_rows(table)
+    if traj:
+        lines += ["", "Every evaluation of every run:", "", *traj]
     if table.get("classes"):
         lines += ["", *classes_rows(table["classes"])]
     if table["missing"]:
