@@ -89,7 +89,8 @@ def run_rows(table: dict[str, Any]) -> list[str]:
             "ID acc at peak", "ID acc final", "source"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["runs"]:
-        src = "recorded (" + str(r.get("commit") or "?") + ")" if r["recorded"] else "measured"
+        sha = str(r.get("commit") or "?")[:7]
+        src = f"recorded ({sha})" if r["recorded"] else f"measured ({sha})"
         lines.append(f"| {r['variant']} | {r['seed']} | {_f(r['step0'])} | {_f(r['peak'])} | "
                      f"{_f(r['peak_step'], 0)} | {_f(r['final'])} | {_f(r['drop'], 1)} | {_f(r['drop_se'], 1)} | "
                      f"{_f(r['z'], 1)} | {_f(r['id_acc_peak'])} | {_f(r['id_acc_final'])} | {src} |")
