@@ -110,6 +110,7 @@ def test_table_numbers_drop_vs_baseline_recipe_keep_peak_and_missing(experiment)
     assert "| +25.0 ± 25.0 (n=2) |" in md
     short = compact_rows(t)
     assert short[2].startswith("| `baseline` | 2 | ") and short[3].startswith("| `no_ccs` | 2 | ")  # best first
+    assert "1. no_ccs: +37.5 ± 12.5 pts (n=2)" in md and "2. filter: +25.0 ± 25.0 pts (n=2)" in md
     assert "| 67% (25.0 ± 25.0) | +25.0 ± 25.0 |" in short[4] and short[4].endswith("| 1/2 / 2/2 |")
     assert "| filter | 0,1 | " in md and "| yes (1/2)" not in md and "| no (1/2) |" in md
     assert "- baseline seeds 2, 3: not started" in markdown(build_table(collect([experiment]), seeds=[0, 1, 2, 3]))

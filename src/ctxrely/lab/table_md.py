@@ -63,12 +63,16 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
 
 def compact_rows(table: dict[str, Any]) -> list[str]:
     """The short table (README, demo): per run its seeds, peak (step), final, drop, what it changes
-    against the baseline, ID accuracy and the recipe verdicts; best first by share of drop removed."""
+    against the baseline, ID accuracy and the recipe verdicts; the baseline, then best first by final
+    cf reliance against the baseline's (paired by seed), runs without a paired seed last."""
     head = ["run", "seeds", "step 0", "peak (step)", "final", "drop from peak (pts)", "removes of the baseline's drop",
             "final vs baseline (pts)", "ID acc", "recipe (strict / within noise)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    rank = {r["variant"]: i for i, r in enumerate(table["ranking"])}
-    order = sorted(table["by_variant"], key=lambda v: (v != "baseline", rank.get(v, len(rank))))
+    def key(v: str) -> tuple[bool, float]:
+        fv = table["by_variant"][v].get("final_vs_baseline")
+        return v != "baseline", -fv["diff"] if fv else float("inf")
+
+    order = sorted(table["by_variant"], key=key)
     for v in order:
         a = table["by_variant"][v]
         vs, fv = a.get("vs_baseline"), a.get("final_vs_baseline")
@@ -145,6 +149,12 @@ def markdown(table: dict[str, Any]) -> str:
         lines += [f"{i + 1}. {r['variant']}: removes {100 * r['removed']:.0f}% (drop {r['diff']:.1f}"
                   + (f" ± {r['se']:.1f}" if r["se"] is not None else "") + f" pts smaller, n={r['n']})"
                   for i, r in enumerate(table["ranking"])]
+    finals = sorted(((v, a["final_vs_baseline"]) for v, a in table["by_variant"].items()
+                     if a.get("final_vs_baseline")), key=lambda x: -x[1]["diff"])
+    if finals:
+        lines += ["", "Ranked by where training ends (final cf reliance minus the baseline's, paired by seed):", ""]
+        lines += [f"{i + 1}. {v}: {f['diff']:+.1f}" + (f" ± {f['se']:.1f}" if f["se"] is not None else "")
+                  + f" pts (n={f['n']})" for i, (v, f) in enumerate(finals)]
     if table.get("recipe_id_bar") is not None:
         met = [v for v, a in table["by_variant"].items() if a["recipe"]["verdict"]]
         near = [v for v, a in table["by_variant"].items() if a.get("recipe_noise", {}).get("verdict")]
