@@ -158,7 +158,7 @@ def measured_html(live: dict[str, Any] | None = None) -> str | None:
                                   "by itself" if max(z for _, z in zs) < 2.5 else "partly clear of noise")
                     if zs else "its drop has no paired SE to read it by") + ". ")
     return ("<p><strong>Not run by this demo.</strong> Measured earlier with <code>ctxrely lab --preset long</code> "
-            "(reduced for a 2-core CPU) and <code>ctxrely lab-table</code>; <code>make lab-long</code> runs the full "
+            "(reduced for a 2-core CPU; <code>make lab-long-reduced</code> reruns it) and <code>ctxrely lab-table</code>; <code>make lab-long</code> runs the full "
             "preset. " + live_text + "This table is the evidence for the inversion and the mitigations.</p>"
             + table_html(table, caption=str(table.get("note") or "")))
 
