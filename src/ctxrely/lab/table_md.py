@@ -24,6 +24,11 @@ def _ms(agg: dict[str, Any], d: int) -> str:
     return "-" if m is None else f"{m:.{d}f}" + (f" ± {sd:.{d}f}" if sd is not None else "")
 
 
+def _pm(d: dict[str, Any], sign: str = "") -> str:
+    """``diff ± se`` of a paired comparison (``± se`` only when there is one), one decimal."""
+    return f"{d['diff']:{sign}.1f}" + (f" ± {d['se']:.1f}" if d["se"] is not None else "")
+
+
 def _verdict(r: dict[str, Any]) -> str:
     if not r["n"]:
         return "-"
@@ -48,12 +53,10 @@ def variant_rows(table: dict[str, Any]) -> list[str]:
             seeds += " (recorded)" if a["recorded_seeds"] == a["seeds"] else (
                 " (" + ",".join(str(s) for s in a["recorded_seeds"]) + " recorded)")
         vs = a.get("vs_baseline")
-        vs_cell = "-" if not vs else (f"{vs['diff']:.1f}" + (f" ± {vs['se']:.1f}" if vs["se"] is not None else "")
-                                      + f" (n={vs['n']})")
+        vs_cell = "-" if not vs else _pm(vs) + f" (n={vs['n']})"
         removed = "-" if not vs or vs["removed"] is None else f"{100 * vs['removed']:.0f}%"
         fv = a.get("final_vs_baseline")
-        fv_cell = "-" if not fv else (f"{fv['diff']:+.1f}" + (f" ± {fv['se']:.1f}" if fv["se"] is not None else "")
-                                      + f" (n={fv['n']})")
+        fv_cell = "-" if not fv else _pm(fv, "+") + f" (n={fv['n']})"
         cells = [v, seeds] + [_ms(a[f], d) for f, _, d in COLS] + [
             vs_cell, removed, fv_cell, _ms(a["peak"], 2), _ms(a["id_acc_peak"], 2), _verdict(a["recipe"]),
             _verdict(a["recipe_noise"]) if "recipe_noise" in a else "-", _verdict(a["keep_peak_recipe"]), _best(a.get("keep_best_id"))]
@@ -78,7 +81,7 @@ def compact_rows(table: dict[str, Any]) -> list[str]:
         vs, fv = a.get("vs_baseline"), a.get("final_vs_baseline")
         removed = "-" if not vs or vs["removed"] is None else (
             f"{100 * vs['removed']:.0f}%" + (f" ({vs['diff']:.1f} ± {vs['se']:.1f})" if vs["se"] is not None else ""))
-        fv_cell = "-" if not fv else f"{fv['diff']:+.1f}" + (f" ± {fv['se']:.1f}" if fv["se"] is not None else "")
+        fv_cell = "-" if not fv else _pm(fv, "+")
         strict, near = a["recipe"], a.get("recipe_noise")
         verdict = f"{strict['pass']}/{strict['n']}" + (f" / {near['pass']}/{near['n']}" if near else "")
         lines.append(f"| `{v}` | {len(a['seeds'])} | {_ms(a['step0'], 2)} | {_ms(a['peak'], 2)} ({_ms(a['peak_step'], 0)}) "
@@ -153,7 +156,7 @@ def markdown(table: dict[str, Any]) -> str:
                      if a.get("final_vs_baseline")), key=lambda x: -x[1]["diff"])
     if finals:
         lines += ["", "Ranked by where training ends (final cf reliance minus the baseline's, paired by seed):", ""]
-        lines += [f"{i + 1}. {v}: {f['diff']:+.1f}" + (f" ± {f['se']:.1f}" if f["se"] is not None else "")
+        lines += [f"{i + 1}. {v}: {_pm(f, '+')}"
                   + f" pts (n={f['n']})" for i, (v, f) in enumerate(finals)]
     if table.get("recipe_id_bar") is not None:
         met = [v for v, a in table["by_variant"].items() if a["recipe"]["verdict"]]
