@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from ctxrely.data.mentions import STOP_WORDS, left_mentions, replace_mentions, word_pattern
 from ctxrely.data.sft import SFTExample, detect_format, get_path, parse_row, set_path
 from ctxrely.errors import ConfigError
 from ctxrely.registry import MITIGATIONS
 
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
 _PHRASE = re.compile(r"[A-Z][\w'’.\-]*(?:\s+(?:(?:of|the|de|da|la|von|van|and)\s+)?[A-Z][\w'’.\-]*)*|\d[\d,.]*\d|\d")
-_STOP = {"the", "a", "an", "it", "this", "that", "he", "she", "they", "we", "i", "in", "on", "yes", "no", "there"}
+_STOP = STOP_WORDS
 
 
 @dataclass
@@ -41,11 +42,6 @@ class AugmentResult:
     n_eligible: int = 0
     n_requested: int = 0
     n_left_mentions: int = 0  # rows not augmented: a part of the old name would have stayed in the text
-
-
-def word_pattern(text: str) -> re.Pattern[str]:
-    """A regex matching ``text`` as a whole word/phrase (no letters or digits glued on either side)."""
-    return re.compile(rf"(?<![\w]){re.escape(text)}(?![\w])")
 
 
 @lru_cache(maxsize=1)
@@ -122,42 +118,19 @@ def rewrite(ex: SFTExample, *, context: Callable[[str], str] | None = None,
     return raw
 
 
-_CAP_BEFORE = re.compile(r"\b([A-Z][\w'’\-]*)[ \t]+$")
-
-
-def _other_name_before(text: str) -> bool:
-    m = _CAP_BEFORE.search(text)
-    return bool(m) and m.group(1).lower() not in _STOP
-
-
 def name_substitution(answer: str, new: str) -> Callable[[str], str]:
     """A function replacing every mention of ``answer`` by ``new``.
 
     The whole phrase everywhere; for a multi-word proper name also its last word alone (the surname,
     possessives included), unless a capitalised word precedes it (another person of that name).
+    The editing itself is :func:`ctxrely.data.mentions.replace_mentions`.
 
     Example:
         >>> sub = name_substitution("Niels Bohr", "Charles Darwin")
         >>> sub("Niels Bohr was Danish. Bohr's model, unlike Aage Bohr's, was The Bohr model.")
         "Charles Darwin was Danish. Darwin's model, unlike Aage Bohr's, was The Darwin model."
     """
-    full = word_pattern(answer)
-    words = answer.split()
-    if len(words) < 2 or entity_type(answer) not in ("person", "proper"):
-        return lambda s: full.sub(lambda _m: new, s)
-    last, new_last = word_pattern(words[-1]), new.split()[-1]
-
-    def sub(s: str) -> str:
-        s = full.sub(lambda _m: new, s)
-        return last.sub(lambda m: m.group(0) if _other_name_before(s[:m.start()]) else new_last, s)
-
-    return sub
-
-
-def left_mentions(answer: str, text: str) -> bool:
-    """Whether a capitalised word of ``answer`` (3+ letters) is still in ``text``."""
-    return any(word_pattern(w).search(text) for w in answer.split() if len(w) >= 3 and w[0].isupper()) \
-        or bool(word_pattern(answer).search(text))
+    return replace_mentions(answer, new, surname=entity_type(answer) in ("person", "proper"))
 
 
 def _pool(entity_pool: Mapping[str, Sequence[str]] | Sequence[str] | None, answers: Sequence[str]

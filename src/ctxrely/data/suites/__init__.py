@@ -40,4 +40,4 @@ def load_suite(name: str, limit: int | None = None) -> Suite:
 
 
 # Importing the suite modules registers them.
-from ctxrely.data.suites import bio, capitals, quotes, world_facts  # noqa: E402,F401
+from ctxrely.data.suites import bio, capitals, graded, quotes, world_facts  # noqa: E402,F401
