@@ -36,7 +36,7 @@ def fake_entry(monkeypatch: pytest.MonkeyPatch) -> zoo.ZooModel:
 def _fake_converted(folder: Path, name: str, marker: bool = True) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    (folder / "model.safetensors").write_bytes(b"\0")
+    (folder / "model.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")  # a valid, empty safetensors file
     if marker:
         (folder / zoo.MARKER).write_text(json.dumps({"name": name}))
     return folder
@@ -172,7 +172,7 @@ def fake_convertible(fake_entry: zoo.ZooModel, monkeypatch: pytest.MonkeyPatch, 
         (out_dir / "config.json").write_text("{}")
         if "crash" in calls:
             raise RuntimeError("killed mid-write")
-        (out_dir / "model.safetensors").write_bytes(b"\0")
+        (out_dir / "model.safetensors").write_bytes(b"\x02" + b"\0" * 7 + b"{}")
         return {"load_s": 0.0, "save_s": 0.0, "architecture": "X", "params": 1}
 
     monkeypatch.setattr(zoo, "_require_installed", lambda m: None)

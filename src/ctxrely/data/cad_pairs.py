@@ -66,8 +66,15 @@ def cad_pair_examples(records: Sequence[tuple[int, dict[str, Any]]], source: str
         (line, with_ctx), (_, without) = by_w[1], by_w[0]
         gold = _answers(with_ctx["gold_answers"], source, line)
         prompt, bare = with_ctx["context_string"], without["context_string"]
+        passage = _passage(prompt, bare)
+        if not passage:
+            raise DataError(f"input_index {idx!r}: the prompts with and without context (lines {lines}) are "
+                            "the same; nothing is a context", path=source, line=line, field="context_string")
+        if not re.search(r"Question:\s*\S", prompt):
+            raise DataError(f"input_index {idx!r}: no 'Question: ...' in the prompt, so the question cannot be "
+                            "told from the passage", path=source, line=line, field="context_string")
         out.append(ConflictExample(
-            id=f"{name}-{idx}", suite=name, context=_passage(prompt, bare), question=_question(prompt),
+            id=f"{name}-{idx}", suite=name, context=passage, question=_question(prompt),
             cf_answer=gold[0], cf_aliases=tuple(gold[1:]), param_answer=None,
             meta={"line": line, "format": "cad_pairs", "input_index": idx, "prebuilt_prompt": prompt,
                   "prebuilt_prompt_no_context": bare}))

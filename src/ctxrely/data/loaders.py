@@ -155,6 +155,15 @@ def _answers(val: Any, key: str, w: _Where) -> list[str]:
     return out
 
 
+def _conflict_context(rec: dict[str, Any], key: str, w: _Where, conflict: bool) -> str:
+    """The context; empty only in a row that is no knowledge conflict (e.g. a zero-shot probe)."""
+    ctx = _text(rec, key, w, allow_empty=True)
+    if conflict and not ctx:
+        raise w.error("empty context in a knowledge-conflict row (it has a parametric answer): nothing in the "
+                      "prompt states the conflicting answer", key)
+    return ctx
+
+
 def _required_answers(rec: dict[str, Any], key: str, w: _Where) -> list[str]:
     if rec.get(key) is None:
         raise w.error("missing field", key)
@@ -176,7 +185,7 @@ def _cpi(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
     cf = _required_answers(rec, "answer", w)
     pkey = "memory_answer" if "memory_answer" in rec else "parametric_answer"
     param = _optional_answers(rec, pkey, w)
-    return {"context": _text(rec, "context", w, allow_empty=True), "question": _text(rec, "question", w),
+    return {"context": _conflict_context(rec, "context", w, True), "question": _text(rec, "question", w),
             "cf_answer": cf[0], "cf_aliases": tuple(cf[1:]), "param_answer": param[0] if param else None,
             "param_aliases": tuple(param[1:])}
 
@@ -233,7 +242,7 @@ def _generic(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
     col = {f: mapping.get(f, f) for f in TARGET_FIELDS}
     param = _optional_answers(rec, col["param_answer"], w)
     cf = _required_answers(rec, col["cf_answer"], w)
-    row: Row = {"context": _text(rec, col["context"], w, allow_empty=True),
+    row: Row = {"context": _conflict_context(rec, col["context"], w, bool(param)),
                 "question": _text(rec, col["question"], w),
                 "cf_answer": cf[0],  # a list of gold answers: the first, the others as aliases
                 "param_answer": param[0] if param else None,

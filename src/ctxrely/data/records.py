@@ -85,9 +85,28 @@ def _jsonl(text: str, path: str) -> list[Record]:
     return out
 
 
-def _csv(text: str, delimiter: str) -> list[Record]:
+CSV_FIELD_LIMIT = 1 << 30  # characters in one field (Python's default, 131,072, is too small for long contexts)
+
+
+def _csv(text: str, delimiter: str, path: str = "") -> list[Record]:
+    """Rows of a CSV/TSV text; a row with more or fewer fields than the header is a DataError."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    return [(reader.line_num, {k: v for k, v in row.items() if k is not None}) for row in reader]
+    out: list[Record] = []
+    sep = "tab" if delimiter == "\t" else repr(delimiter)
+    try:
+        for row in reader:
+            n_head = len(reader.fieldnames or [])
+            if None in row:
+                raise DataError(f"{n_head + len(row[None])} fields under a {n_head}-field header (an unquoted "
+                                f"{sep} in a value? quote it)", path=path or None, line=reader.line_num)
+            if any(v is None for v in row.values()):
+                n = sum(v is not None for v in row.values())
+                raise DataError(f"{n} fields under a {n_head}-field header", path=path or None, line=reader.line_num)
+            out.append((reader.line_num, row))
+    except csv.Error as e:
+        raise DataError(f"bad CSV: {e}", path=path or None, line=reader.line_num) from None
+    return out
 
 
 def _one_object(text: str, path: str) -> None:
@@ -108,7 +127,7 @@ def read_file_records(path: Path) -> list[Record]:
     """``(line, record)`` pairs of one local file (the format from its suffix and first character)."""
     text, suffix = read_text(path), path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        records = _csv(text, "\t" if suffix == ".tsv" else ",")
+        records = _csv(text, "\t" if suffix == ".tsv" else ",", str(path))
     else:
         head = text.lstrip()[:1]
         if head == "[":
@@ -124,7 +143,7 @@ def read_file_records(path: Path) -> list[Record]:
                                     path=str(path), line=1) from None
                 raise
         else:
-            records = _csv(text, ",")
+            records = _csv(text, ",", str(path))
     for line, rec in records:
         if not isinstance(rec, dict):
             raise DataError(f"record is a {type(rec).__name__}, expected an object", path=str(path), line=line)

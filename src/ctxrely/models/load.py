@@ -45,7 +45,7 @@ def resolve_model_source(name_or_path: str) -> tuple[str, str]:
         check_model_folder(p)
         return "local", str(p)
     if _looks_like_path(name_or_path):
-        raise ModelLoadError(f"model path not found: {name_or_path}")
+        raise ModelLoadError(f"model folder not found: {name_or_path} (no such folder on this machine)")
     return "hub", name_or_path
 
 
@@ -53,11 +53,76 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def check_model_folder(p: Path) -> None:
-    """Name a missing tokenizer in a local model folder before transformers reports it as something
-    else (e.g. a missing sentencepiece package)."""
+    """Name a missing tokenizer or a damaged weights file in a local model folder before transformers
+    reports it as something else (e.g. a missing sentencepiece package, a SafetensorError)."""
     if not any((p / f).exists() for f in TOKENIZER_FILES):
         raise ModelLoadError(f"{p}: no tokenizer files in this folder (expected one of {', '.join(TOKENIZER_FILES)});"
                              " save the tokenizer beside the model (tokenizer.save_pretrained)")
+    for w in sorted(p.glob("*.safetensors")):
+        problem = safetensors_problem(w)
+        if problem:
+            raise ModelLoadError(f"{w}: {problem}; re-save or re-download the model")
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a ``.safetensors`` file's framing (header and size), or None; reads only
+    the header, so it is cheap for any model size.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "model.safetensors"
+        >>> _ = f.write_bytes(b"junk")
+        >>> safetensors_problem(f)
+        'truncated or corrupt safetensors file (4 bytes, shorter than its header)'
+    """
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"truncated or corrupt safetensors file ({size} bytes, shorter than its header)"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return f"truncated or corrupt safetensors file (header of {n} bytes in a {size}-byte file)"
+            header = json.loads(f.read(n))
+    except OSError as e:
+        return f"cannot read ({e.strerror or type(e).__name__})"
+    except (ValueError, UnicodeDecodeError):
+        return "corrupt safetensors file (its header is not JSON)"
+    if not isinstance(header, dict):
+        return "corrupt safetensors file (its header is not a JSON object)"
+    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items() if k != "__metadata__" and isinstance(t, dict)]
+    want = 8 + n + max((e for e in ends if isinstance(e, int)), default=0)
+    if want != size:
+        return f"truncated or corrupt safetensors file ({size} bytes; its header describes {want})"
+    return None
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it; a one-line ModelLoadError for CUDA / MPS that is not there.
+
+    Example:
+        >>> check_device("cpu")
+        'cpu'
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {device}: CUDA is not available on this machine (no GPU, or torch "
+                                 "built without CUDA); use --device cpu")
+        index = device.partition(":")[2]
+        if index.isdigit() and int(index) >= torch.cuda.device_count():
+            raise ModelLoadError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.startswith("mps"):
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    return device
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
@@ -129,7 +194,7 @@ def load_model(
         from ctxrely.models import zoo
 
         loc = str(zoo.ensure_local(loc))
-    device = resolve_device(device)
+    device = check_device(resolve_device(device))
     torch_dtype = resolve_dtype(dtype, device)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
@@ -137,13 +202,19 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(loc, dtype=torch_dtype, use_safetensors=True, **kwargs)
     except OSError as e:
         where = "hub id" if kind == "hub" else "folder"
-        raise ModelLoadError(f"could not load {where} {name_or_path!r}: {e}") from e
+        also = (f" (there is no local folder {name_or_path!r} either)" if kind == "hub" else "")
+        raise ModelLoadError(f"could not load {where} {name_or_path!r}{also}: {e}") from e
     except ValueError as e:
         if "trust_remote_code" in str(e):
             raise ModelLoadError(
                 f"{name_or_path} needs custom code; rerun with --trust-remote-code if you trust it"
             ) from e
         raise ModelLoadError(f"could not load {name_or_path!r}: {e}") from e
+    except Exception as e:
+        if type(e).__name__ != "SafetensorError":
+            raise
+        raise ModelLoadError(f"{loc}: corrupt or truncated safetensors weights ({e}); re-save or re-download "
+                             "the model") from e
     model.to(device)
     model.eval()
     return model, prepare_tokenizer(tokenizer)

@@ -205,14 +205,26 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
 def is_converted(folder: Path, name: str | None = None) -> bool:
     """Whether ``folder`` holds a complete conversion (of ``name``, if given).
 
-    A folder counts only with a marker naming the model, a ``config.json`` and safetensors weights;
-    a folder without the marker (a crash mid-write, or something else) is never taken as converted.
+    A folder counts only with a marker naming the model, a ``config.json`` and safetensors weights
+    whose headers match their sizes; a folder without the marker (a crash mid-write, or something
+    else) or with a damaged weights file is never taken as converted.
     """
     folder = Path(folder)
     marker = read_marker(folder)
     if marker is None or (name is not None and marker.get("name") != name):
         return False
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors")) and not damaged(folder)
+
+
+def damaged(folder: Path) -> str | None:
+    """What is wrong with the first damaged ``*.safetensors`` file of ``folder``, or None."""
+    from ctxrely.models.load import safetensors_problem
+
+    for w in sorted(Path(folder).glob("*.safetensors")):
+        problem = safetensors_problem(w)
+        if problem:
+            return f"{w.name}: {problem}"
+    return None
 
 
 def status(name: str, cache_dir: Path | str | None = None) -> dict[str, Any]:
@@ -234,6 +246,7 @@ def status(name: str, cache_dir: Path | str | None = None) -> dict[str, Any]:
         "converted": converted,
         "path": str(folder),
         "marker": read_marker(folder) if converted else None,
+        "damaged": None if converted or read_marker(folder) is None else damaged(folder),
     }
 
 
