@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -129,43 +128,53 @@ def answers(model: Any, tokenizer: Any, users: Sequence[str], template: str, max
     return greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=NIH_STOP, batch_size=batch_size)
 
 
+def partial_key(row: dict[str, Any]) -> tuple[str, Any]:
+    """A resume row's key: ``(template, "answers")`` or ``(template, prompt index)``."""
+    if "answers" in row:
+        if not isinstance(row["answers"], list):
+            raise TypeError("'answers' is not a list")
+        return str(row["template"]), "answers"
+    if not isinstance(row["masses"], list) or not isinstance(row["i"], int):
+        raise TypeError("'masses' is not a list or 'i' not a number")
+    return str(row["template"]), row["i"]
+
+
 class _Partial:
-    """The resume file: a header with the settings' hash, then answer lists and per-prompt masses."""
+    """The resume file (:class:`ctxrely.engine.resume.ResumeLog`): answer lists and per-prompt masses."""
 
     def __init__(self, out_dir: str | Path | None, fingerprint: str) -> None:
-        self.path = Path(out_dir) / PARTIAL if out_dir is not None else None
+        from ctxrely.engine.resume import ResumeLog
+
+        self.log = None if out_dir is None else ResumeLog(out_dir, fingerprint, stem="attention", key=partial_key)
+        self.path = None if self.log is None else self.log.path
         self.answers: dict[str, list[str]] = {}
         self.masses: dict[str, dict[int, Any]] = {}
-        if self.path is None:
+        if self.log is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.exists() else []
-        if lines and json.loads(lines[0]).get("config_hash") != fingerprint:
-            log.info("settings changed since %s was written; starting over", self.path)
-            lines = []
-        if not lines:
-            self.path.write_text(json.dumps({"config_hash": fingerprint}) + "\n", encoding="utf-8")
-        for line in lines[1:]:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line from a crash
-                continue
-            if "answers" in row:
-                self.answers[row["template"]] = row["answers"]
+        for (template, what), row in self.log.load().items():  # type: ignore[misc]
+            if what == "answers":
+                self.answers[template] = row["answers"]
             else:
-                self.masses.setdefault(row["template"], {})[row["i"]] = row["masses"]
-        if self.answers or self.masses:
-            log.info("resuming %s: %d answer lists, %d prompts measured", self.path, len(self.answers),
-                     sum(len(m) for m in self.masses.values()))
+                self.masses.setdefault(template, {})[what] = row["masses"]
+        self.log.start()  # the run lock; released by done() or close()
+
+    def __enter__(self) -> _Partial:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def add(self, row: dict[str, Any]) -> None:
-        if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+        if self.log is not None:
+            self.log.append([row])
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
     def done(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        if self.log is not None:
+            self.log.clear()
 
 
 def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, templates: Sequence[str] = ("raw", "chat"),
@@ -173,15 +182,23 @@ def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, te
                          out_dir: str | Path | None = None) -> dict[str, Any]:
     """Role shares per template (``raw`` first, so its retrieval head can be reused for ``chat``);
     ``out_dir``: resume through ``attention.partial.jsonl`` there (see the module docstring)."""
-    import numpy as np
-
+    from ctxrely.engine.fingerprint import weights_fingerprint
     from ctxrely.provenance import config_hash
 
     if not users:
         raise ValueError("no prompts to measure")
     order = sorted(templates, key=lambda t: t != "raw")
-    part = _Partial(out_dir, config_hash({"users": list(users), "templates": order, "max_new_tokens": max_new_tokens,
-                                          "model": getattr(getattr(model, "config", None), "_name_or_path", None)}))
+    with _Partial(out_dir, config_hash({"users": list(users), "templates": order, "max_new_tokens": max_new_tokens,
+                                        "model": getattr(getattr(model, "config", None), "_name_or_path", None),
+                                        "weights": weights_fingerprint(model) if out_dir is not None else None})
+                  ) as part:
+        return _allocate(model, tokenizer, users, templates, order, max_new_tokens, batch_size, progress, part)
+
+
+def _allocate(model: Any, tokenizer: Any, users: Sequence[str], templates: Sequence[str], order: list[str],
+              max_new_tokens: int, batch_size: int, progress: bool, part: _Partial) -> dict[str, Any]:
+    import numpy as np
+
     encs = {}
     for t in order:  # render and answer everything before any measurement (fails fast on a bad template)
         outs = part.answers.get(t)

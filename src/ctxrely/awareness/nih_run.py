@@ -53,22 +53,19 @@ def nih_config(tokenizer: Any, *, model_name: str | None, lengths: list[int], de
             "haystack_hash": hashlib.sha256(haystack.encode()).hexdigest()[:16], "haystack_chars": len(haystack)}
 
 
+def cell_key(row: dict[str, Any]) -> str:
+    """A resumed cell's key (a row missing a scored field raises ``KeyError``: it is redone)."""
+    row["recall"], row["strict"], row["output"]  # noqa: B018
+    if not isinstance(row["key"], str):
+        raise TypeError("'key' is not a string")
+    return row["key"]
+
+
 def _load_partial(path: Path, fingerprint: str) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    if not path.exists():
-        return done
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not lines or json.loads(lines[0]).get("config_hash") != fingerprint:
-        log.info("settings changed since %s was written; starting over", path)
-        path.unlink()
-        return done
-    for line in lines[1:]:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a torn last line from a crash
-            continue
-        done[row["key"]] = row
-    return done
+    """Old name: the cells done under ``fingerprint`` beside ``path`` (see :mod:`ctxrely.engine.resume`)."""
+    from ctxrely.engine.resume import ResumeLog
+
+    return ResumeLog(path.parent, fingerprint, stem="cells", key=cell_key, lock=False).load()  # type: ignore[return-value]
 
 
 def _by_length(cells: list[Cell], batch_size: int) -> list[list[Cell]]:
@@ -134,13 +131,15 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         config["decode"] = cad.config()
         bare = [_bare_ids(tokenizer, nd, template, indicator, hint) for nd in needles]
     out = Path(out_dir) if out_dir is not None else None
-    partial = out / "cells.partial.jsonl" if out else None
+    resume = None
     done: dict[str, dict[str, Any]] = {}
-    if out and partial:
-        out.mkdir(parents=True, exist_ok=True)
-        done = _load_partial(partial, config_hash(config))
-        if not partial.exists():
-            partial.write_text(json.dumps({"config_hash": config_hash(config)}) + "\n", encoding="utf-8")
+    if out:
+        from ctxrely.engine.fingerprint import weights_fingerprint
+        from ctxrely.engine.resume import ResumeLog
+
+        config["weights"] = weights_fingerprint(model)  # re-saved weights at the same path: no resume
+        resume = ResumeLog(out, config_hash(config), stem="cells", key=cell_key)
+        done = resume.load()  # type: ignore[assignment]
         if done:
             log.info("resuming: %d of %d cells already done", len(done), len(cells))
     todo = [c for c in cells if c.key not in done]
@@ -151,6 +150,8 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"nih ({template})", unit="cell")
     was_training = getattr(model, "training", False)
     model.eval()
+    if resume is not None:
+        resume.start()  # the run lock; the file opens (old rows kept aside if need be) with the first batch
     try:
         for batch in _by_length(todo, batch_size):
             if cad is not None:
@@ -171,12 +172,13 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
             rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
             for r in rows:
                 done[r["key"]] = r
-            if partial:
-                with open(partial, "a", encoding="utf-8") as f:
-                    f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            if resume is not None:
+                resume.append(rows)
             if bar:
                 bar.update(len(batch))
     finally:
+        if resume is not None:
+            resume.close()
         if bar:
             bar.close()
         if was_training:
@@ -190,8 +192,8 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
                                                  for r, c in zip(summary["cells"], cells, strict=True)),
                                          encoding="utf-8")
         nih_report(summary, out)
-        if partial:
-            partial.unlink(missing_ok=True)
+        if resume is not None:
+            resume.clear()
     return summary
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from ctxrely.data.schema import ConflictExample, Suite
 from ctxrely.engine.backend import Backend
+from ctxrely.engine.fingerprint import weights_fingerprint
 from ctxrely.engine.generate import DEFAULT_STOP
 from ctxrely.engine.result import EvalResult
 from ctxrely.engine.resume import ResumeLog
@@ -70,7 +71,19 @@ def resolve_suites(suites: Sequence[str | Suite] | None = None, data: Sequence[s
         out.append(Suite(name=ex[0].suite if ex else "examples", version="inline", examples=ex, source="inline"))
     if not out:
         raise ValueError("nothing to evaluate: pass suites, data or examples")
+    check_unique_suites(out)
     return out
+
+
+def check_unique_suites(suites: Sequence[Suite]) -> None:
+    """Refuse two suites of one name (double-counted rows, one resume key): one line naming both."""
+    seen: dict[str, Suite] = {}
+    for s in suites:
+        first = seen.setdefault(s.name, s)
+        if first is not s:
+            where = "given twice" if first.source == s.source else f"from both {first.source} and {s.source}"
+            raise ConfigError(f"suite {s.name!r} is {where}; every suite of a run needs its own name "
+                              "(rename one data file or drop the repeat)")
 
 
 def summarize(rows: list[dict[str, Any]], suites: Sequence[Suite], config: dict[str, Any],
@@ -165,6 +178,10 @@ def evaluate(
         config["intervention"] = intervention.config()
     all_examples = [ex for s in suite_list for ex in s.examples]
     rank, world = world_info()
+    if out_dir is not None:  # the weights themselves, not just their name, key resumption
+        config["weights"] = weights_fingerprint(model)
+        if world > 1:  # sharded parameters differ per process: the main process's fingerprint
+            config["weights"] = all_gather(config["weights"])[0]
     resume = None if out_dir is None else ResumeLog(Path(out_dir), config_hash(config), rank, world)
     done = resume.load() if resume is not None and rank == 0 else {}
     if world > 1:  # every process takes the main process's view, read before anyone writes
