@@ -297,4 +297,4 @@ def test_nih_bad_decode_is_one_line(tiny_model_dir, small_hay, tmp_path, capsys)
     base = ["nih", "--model", str(tiny_model_dir("llama")), "--haystack", str(small_hay), "--lengths", "300",
             "--out", str(tmp_path / "o")]
     assert "cad-alpha" in _err(capsys, [*base, "--decode", "cad", "--cad-alpha", "-1"])
-    assert "cannot be combined" in _err(capsys, [*base, "--decode", "cad", "--steer", "pasta"])
+    assert "cad-floor" in _err(capsys, [*base, "--decode", "adacad", "--cad-floor", "2"])

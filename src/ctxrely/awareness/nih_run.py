@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +25,6 @@ from typing import Any
 from ctxrely.awareness.haystack import DEFAULT_NEEDLE, Needle, read_haystack
 from ctxrely.awareness.nih import (
     Cell,
-    NIHError,
     build_grid,
     encode_prompt,
     parse_grid,
@@ -34,6 +32,7 @@ from ctxrely.awareness.nih import (
     user_text,
 )
 from ctxrely.awareness.nih_score import score_output
+from ctxrely.engine.settings import EvalSettings
 from ctxrely.provenance import config_hash, provenance
 
 log = logging.getLogger(__name__)
@@ -91,8 +90,13 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
             haystack: str | Path | None = None, template: str = "chat", indicator: str | None = None,
             hint: bool = False, max_new_tokens: int = 100, batch_size: int = 4, out_dir: str | Path | None = None,
             progress: bool = True, model_name: str | None = None, steer: str | None = None,
-            decode: str = "plain", cad_alpha: float = 1.0, cad_floor: float | None = None) -> dict[str, Any]:
+            decode: str = "plain", cad_alpha: float = 1.0, cad_floor: float | None = None,
+            settings: EvalSettings | None = None) -> dict[str, Any]:
     """Decode every cell of the grid greedily and score it; returns (and writes) the summary.
+
+    Every cell is one backend request (:func:`ctxrely.engine.backend.make_backend`, the backend
+    ``ctxrely eval`` uses) carrying its prompt without the haystack (CAD's second stream) and its
+    haystack's token span (PASTA), so CAD, AdaCAD and PASTA, alone or combined, decode as in ``eval``.
 
     Args:
         lengths / depths: lists or specs (``"1000,2000"``, ``"200:4000:20"``: 20 values, ends included).
@@ -105,12 +109,19 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         steer: PASTA attention steering toward the haystack, ``"pasta[:alpha=..,heads=FILE]"`` (see
             :mod:`ctxrely.steer`); kept on during decoding, written into the config hash.
         decode: ``plain`` greedy, or ``cad`` / ``adacad`` (context-aware decoding, with ``cad_alpha`` /
-            ``cad_floor``) against the same prompt with the haystack (and its needle) removed; not
-            combinable with ``steer`` here. In the config hash when not ``plain``.
+            ``cad_floor``) against the same prompt with the haystack (and its needle) removed;
+            combinable with ``steer`` as in ``ctxrely eval``. In the config hash when not ``plain``.
+        settings: an :class:`~ctxrely.engine.settings.EvalSettings` giving ``indicator``,
+            ``max_new_tokens``, ``batch_size``, ``stop`` (default: ``NIH_STOP``) and the decode
+            strategy at once; when given, the separate keywords of those are not used.
     """
-    from ctxrely.engine.generate import greedy_generate
+    from ctxrely.engine.backend import Request, make_backend
     from ctxrely.models.load import model_max_length
 
+    st = settings if settings is not None else nih_settings(indicator=indicator, max_new_tokens=max_new_tokens,
+                                                            batch_size=batch_size, steer=steer, decode=decode,
+                                                            cad_alpha=cad_alpha, cad_floor=cad_floor)
+    indicator, max_new_tokens, batch_size = st.indicator, st.max_new_tokens, st.batch_size or 4
     lengths_l, depths_l = parse_grid(lengths, "lengths"), parse_grid(depths, "depths")
     needles = list(needles or [DEFAULT_NEEDLE])
     hay = read_haystack(haystack)
@@ -120,16 +131,16 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     config = nih_config(tokenizer, model_name=model_name or getattr(model.config, "_name_or_path", None),
                         lengths=lengths_l, depths=depths_l, needles=needles, haystack=hay, template=template,
                         indicator=indicator, hint=hint, max_new_tokens=max_new_tokens)
-    spec = None
-    if steer:
-        from ctxrely.steer.plan import SteerSpec
-
-        spec = SteerSpec.parse(steer)
-        config["steer"] = spec.config()
-    cad = cad_intervention(decode, cad_alpha, cad_floor, spec)
-    if cad is not None:
-        config["decode"] = cad.config()
-        bare = [_bare_ids(tokenizer, nd, template, indicator, hint) for nd in needles]
+    iv = st.intervention
+    if iv is not None and iv.steer is not None:
+        config["steer"] = iv.steer.config()
+    if iv is not None and iv.decode != "plain":
+        config["decode"] = iv.config()
+    if st.stop is not None and tuple(st.stop) != NIH_STOP:
+        config["stop"] = list(st.stop)
+    bare = [_bare_ids(tokenizer, nd, template, indicator, hint) for nd in needles] \
+        if iv is not None and iv.decode != "plain" else None
+    steered = iv is not None and iv.steer is not None
     out = Path(out_dir) if out_dir is not None else None
     resume = None
     done: dict[str, dict[str, Any]] = {}
@@ -153,22 +164,11 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     if resume is not None:
         resume.start()  # the run lock; the file opens (old rows kept aside if need be) with the first batch
     try:
+        backend = make_backend(model, tokenizer, iv)  # one backend, one decode strategy, every batch
         for batch in _by_length(todo, batch_size):
-            if cad is not None:
-                from ctxrely.steer.cad import cad_generate
-
-                outs = cad_generate(model, tokenizer, [c.ids for c in batch], [bare[c.needle_idx] for c in batch],
-                                    alpha=cad.cad_alpha, adaptive=cad.decode == "adacad", floor=cad.cad_floor,
-                                    max_new_tokens=max_new_tokens, stop=NIH_STOP, batch_size=len(batch))
-            elif spec is None:
-                outs = greedy_generate(model, tokenizer, [c.ids for c in batch], max_new_tokens=max_new_tokens,
-                                       stop=NIH_STOP, batch_size=len(batch))
-            else:  # steered: finished rows stay in the batch, so the steered cache keeps its rows
-                from ctxrely.engine.hf import HFBackend
-
-                with _steering(model, tokenizer, batch, spec):
-                    outs = HFBackend(model, tokenizer, compact=False).generate(
-                        [c.ids for c in batch], max_new_tokens, stop=NIH_STOP, batch_size=len(batch))
+            reqs = [Request(c.ids, (), max_new_tokens, context_free=None if bare is None else bare[c.needle_idx],
+                            steer_spans=context_token_span(tokenizer, c) if steered else None) for c in batch]
+            outs = [o.text or "" for o in backend.run(reqs, stop=st.stop_list(NIH_STOP), batch_size=len(batch))]
             rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
             for r in rows:
                 done[r["key"]] = r
@@ -197,20 +197,24 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     return summary
 
 
-def cad_intervention(decode: str, alpha: float, floor: float | None, spec: Any) -> Any:
-    """The CAD / AdaCAD intervention (None for plain greedy); bad values raise ``NIHError``."""
-    from ctxrely.steer.heads import SteerError
+def nih_settings(*, indicator: str | None = None, max_new_tokens: int = 100, batch_size: int = 4,
+                 steer: str | None = None, decode: str = "plain", cad_alpha: float = 1.0,
+                 cad_floor: float | None = None, stop: Sequence[str] | None = None) -> EvalSettings:
+    """The :class:`EvalSettings` of a NIH grid (generation only; ``NIH_STOP`` unless ``stop``)."""
+    return EvalSettings(mode="generate", indicator=indicator, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                        stop=tuple(NIH_STOP if stop is None else stop), decode=decode, cad_alpha=cad_alpha,
+                        cad_floor=cad_floor, steer=steer)
+
+
+def cad_intervention(decode: str, alpha: float, floor: float | None, spec: Any = None) -> Any:
+    """The CAD / AdaCAD intervention (None for plain greedy); bad values raise ``SteerError``.
+
+    ``spec`` (PASTA steering) combines with it as in ``ctxrely eval``; kept for older callers.
+    """
     from ctxrely.steer.plan import Intervention
 
-    try:
-        iv = Intervention.parse(decode, alpha, floor)
-    except SteerError as e:
-        raise NIHError(str(e)) from e
-    if iv.decode == "plain":
-        return None
-    if spec is not None:
-        raise NIHError("nih: --decode cad/adacad and --steer cannot be combined (run them separately)")
-    return iv
+    iv = Intervention.parse(decode, alpha, floor, spec)
+    return None if iv.decode == "plain" else iv
 
 
 def _bare_ids(tokenizer: Any, needle: Needle, template: str, indicator: str | None, hint: bool) -> list[int]:
@@ -220,33 +224,14 @@ def _bare_ids(tokenizer: Any, needle: Needle, template: str, indicator: str | No
     return encode_prompt(tokenizer, text, template)
 
 
-def _steering(model: Any, tokenizer: Any, batch: list[Cell], spec: Any) -> Any:
-    """PASTA on the haystack tokens of each cell of ``batch`` (a no-op context without ``spec``)."""
-    if spec is None:
-        return contextlib.nullcontext()
-    from ctxrely.steer.attention import steer_attention
-
-    @contextlib.contextmanager
-    def scope() -> Any:
-        with steer_attention(model, None, alpha=spec.alpha, heads=spec.heads, mode=spec.mode) as st:
-            for c in batch:
-                st.add(c.ids, context_token_span(tokenizer, c))
-            yield st
-
-    return scope()
-
-
 def context_token_span(tokenizer: Any, cell: Cell) -> list[tuple[int, int]]:
     """``[(start, end)]``: the token positions of ``cell.ids`` that hold the haystack (with the needle)."""
+    from ctxrely.models.attention import token_spans_in
+
     start = cell.prompt.find(cell.context)
-    enc = tokenizer(cell.prompt, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    shift = len(cell.ids) - len(ids)  # a BOS the prompt ids carry in front
-    if start < 0 or shift < 0 or list(cell.ids[shift:]) != list(ids):
+    if start < 0:
         return []
-    end = start + len(cell.context)
-    toks = [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
-    return [(toks[0] + shift, toks[-1] + 1 + shift)] if toks else []
+    return token_spans_in(tokenizer, cell.prompt, cell.ids, [(start, start + len(cell.context))]) or []
 
 
 def _row(cell: Cell, output: str, needle: Needle) -> dict[str, Any]:

@@ -42,9 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from ctxrely.errors import ConfigError
     from ctxrely.integrations.lmeval.export import export_lm_eval
     from ctxrely.prompts import get_format
-    from ctxrely.registry import load_builtins
-
-    load_builtins()
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
     fmt = get_format(args.format)
     if args.max_length is not None and not args.tokenizer:

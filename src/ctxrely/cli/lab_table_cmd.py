@@ -36,8 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctxrely.errors import ConfigError
     from ctxrely.lab.labels import experiment_recovery
-    from ctxrely.lab.table import build_table, collect, write_table
-    from ctxrely.lab.table_md import markdown
+    from ctxrely.lab.table import build_table, collect
+    from ctxrely.lab.table_md import markdown, write_table
 
     if not args.folders and not args.recorded:
         raise ConfigError("lab-table: give at least one experiment folder or --recorded FILE")

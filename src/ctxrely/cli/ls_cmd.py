@@ -21,9 +21,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ctxrely.registry import FORMATS, METRICS, MITIGATIONS, SCORERS, SUITES, load_builtins
+    from ctxrely.registry import FORMATS, METRICS, MITIGATIONS, SCORERS, SUITES
 
-    load_builtins()
     console = Console()
     if args.what in ("all", "suites"):
         from ctxrely.data.suites import load_suite

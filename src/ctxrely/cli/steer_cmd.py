@@ -46,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from ctxrely.engine.api import resolve_suites
     from ctxrely.models.load import load_model
     from ctxrely.prompts import get_format
-    from ctxrely.registry import load_builtins
     from ctxrely.steer.attention import check_alpha
     from ctxrely.steer.heads import SteerError
 
-    load_builtins()
     suites = [s.strip() for s in (args.suites or "").split(",") if s.strip()]
     if not suites and not args.data:
         raise SteerError("pass --suites and/or --data")

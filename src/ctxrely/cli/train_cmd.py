@@ -41,14 +41,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.config and not args.overrides:
         raise SystemExit("error: pass --config run.yaml and/or KEY=VALUE overrides (see --list-fields)")
     cfg = load_config(args.config, args.overrides)
+    from ctxrely.paths import check_out_dir
+
+    check_out_dir(cfg.output_dir, "output_dir")  # before any data is read or model loaded
     if args.dry_run:
         import yaml
 
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    from ctxrely.registry import load_builtins
-
-    load_builtins()
     if cfg.suites:  # fail on a typo before loading a model
         from ctxrely.data.suites import load_suite
 

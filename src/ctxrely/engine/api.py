@@ -160,7 +160,7 @@ def evaluate(
             Answers and answer log-probs both come from the adjusted distribution.
         steer: attention steering, ``"pasta"`` or ``"pasta:alpha=0.01,heads=FILE,target=context|user"``.
     """
-    from ctxrely.track.distributed import all_gather, gather_in_order, world_info
+    from ctxrely.engine.distributed import all_gather, gather_in_order, lockstep, world_info
 
     check_options(limit, max_new_tokens, mode, batch_size, batch_tokens)
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
@@ -195,12 +195,13 @@ def evaluate(
                   batch_tokens=batch_tokens, stop=stop, match=match, indicator=indicator,
                   progress=progress and rank == 0, desc=desc, backend=backend, intervention=intervention)
     exs = [all_examples[i] for i in mine]
-    if resume is None:
-        scored = score_examples(model, tokenizer, exs, **kwargs)
-    else:
-        with resume:
-            scored = score_examples(model, tokenizer, exs, on_rows=lambda rs: resume.append([r.to_dict() for r in rs]),
-                                    **kwargs)
+    with lockstep(model, "eval"):  # sharded parameters: every rank runs the same number of forwards
+        if resume is None:
+            scored = score_examples(model, tokenizer, exs, **kwargs)
+        else:
+            with resume:
+                scored = score_examples(model, tokenizer, exs,
+                                        on_rows=lambda rs: resume.append([r.to_dict() for r in rs]), **kwargs)
     new = dict(gather_in_order([(i, (i, r.to_dict())) for i, r in zip(mine, scored, strict=True)]))
     rows = [done[(ex.suite, ex.id)] if i not in new else new[i] for i, ex in enumerate(all_examples)]
     result = summarize(rows, suite_list, config, n_boot=n_boot)

@@ -41,6 +41,10 @@ class Request:
             strategies that need more than the tokens (e.g. the context-free prompt of CAD).
         text: the prompt's text where known (``prompt`` is its tokenisation), for strategies that
             find spans in it (attention steering finds the context's tokens).
+        context_free: token ids of the prompt without its context, where the builder knows them
+            (CAD's second stream; otherwise CAD renders ``example`` without its context).
+        steer_spans: token spans ``[start, end)`` of ``prompt`` to steer toward, where the builder
+            knows them (otherwise attention steering finds them from ``text`` and ``example``).
     """
 
     prompt: Sequence[int]
@@ -49,6 +53,8 @@ class Request:
     forced: Sequence[int] = ()
     example: Any = field(default=None, compare=False, repr=False)
     text: str | None = field(default=None, compare=False, repr=False)
+    context_free: Sequence[int] | None = field(default=None, compare=False, repr=False)
+    steer_spans: Sequence[tuple[int, int]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def wants_generation(self) -> bool:
@@ -77,7 +83,8 @@ class DecodeStrategy(Protocol):
     """How a batch is prefilled: returns last-position logits ``[B, V]`` and the :class:`Stream`.
 
     ``ids``/``mask`` are the left-padded prompts of ``requests`` (a strategy with a second stream,
-    such as CAD's context-free prompts, builds it from ``request.example``). Every later model call of
+    such as CAD's context-free prompts, takes ``request.context_free`` or builds it from
+    ``request.example``). Every later model call of
     the batch (answer tails, decode steps) goes through the returned stream.
     """
 
@@ -111,3 +118,26 @@ class Backend(abc.ABC):
     def context_attention(self, examples: Sequence[Any], fmt: Any, indicator: str | None = None) -> list[Any]:
         """Optional: attention mass on the context per example (``supports_attention`` says if present)."""
         raise NotImplementedError(f"{type(self).__name__} does not expose attention")
+
+
+def make_backend(model: Any, tokenizer: Any, intervention: Any = None, *, fmt: Any = None,
+                 indicator: str | None = None) -> Backend:
+    """The one backend factory: the transformers backend over ``model`` with ``intervention``'s decode
+    strategy (CAD / AdaCAD / PASTA; plain greedy for None). Every measurement builds its backend here.
+
+    Args:
+        intervention: a :class:`ctxrely.steer.plan.Intervention` (e.g. ``EvalSettings.intervention``).
+        fmt / indicator: the prompt format and question suffix, for strategies that render a request's
+            ``example`` (CAD's prompt without context, steering spans) when the request does not carry
+            ``context_free`` / ``steer_spans`` itself.
+
+    Example:
+        >>> backend = make_backend(model, tok, EvalSettings(decode="cad").intervention)  # doctest: +SKIP
+        >>> backend.generate([[5, 6, 7]], max_new_tokens=8)  # doctest: +SKIP
+    """
+    from ctxrely.engine.hf import HFBackend
+
+    strategy = None
+    if intervention is not None and intervention.active:
+        strategy = intervention.strategy(tokenizer, fmt, indicator)
+    return HFBackend(model, tokenizer, strategy=strategy)

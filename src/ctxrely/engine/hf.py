@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxrely.engine.backend import Backend, DecodeStrategy, Outcome, Request, Stream
+from ctxrely.engine.distributed import inference_context
 from ctxrely.engine.batching import DEFAULT_BATCH_TOKENS, left_pad, pad_id_of, plan_batches
 from ctxrely.engine.generate import clean_output, eos_ids, hit_stop, stop_window
 from ctxrely.engine.logits import ContScore, tail_buckets
@@ -90,7 +91,7 @@ class HFBackend(Backend):
             batch_tokens = max(1, (batch_tokens or DEFAULT_BATCH_TOKENS) // rows)
         batches = plan_batches([len(r.prompt) for r in requests], batch_size, batch_tokens, extra)
         results: list[Outcome] = [Outcome() for _ in requests]
-        with torch.inference_mode():
+        with inference_context(self.model):  # no_grad under FSDP / ZeRO-3
             for idx in batches:
                 outs = self._run_batch([requests[i] for i in idx], stop)
                 for i, o in zip(idx, outs, strict=True):

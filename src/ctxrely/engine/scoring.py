@@ -13,63 +13,60 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from ctxrely.data.schema import ConflictExample
-from ctxrely.engine.backend import Backend, Outcome, Request
-from ctxrely.engine.generate import DEFAULT_STOP
+from ctxrely.engine.backend import Backend, Outcome, Request, make_backend
 from ctxrely.engine.logits import encode_pairs
 from ctxrely.engine.prompting import build_prompts, continuation, encode
 from ctxrely.engine.result import ScoredRow
+from ctxrely.engine.settings import MODES, EvalSettings, Mode
 from ctxrely.metrics.conflict import gen_flags, logit_flags
 from ctxrely.metrics.matching import MatchMode
 from ctxrely.metrics.rc import rc_flags
-from ctxrely.prompts import PromptFormat, get_format
+from ctxrely.prompts import PromptFormat
 
-Mode = Literal["generate", "logits", "both"]
-MODES = ("generate", "logits", "both")
+__all__ = ["MODES", "Mode", "score_examples"]
 
 
 def score_examples(
     model: Any,
     tokenizer: Any,
     examples: Sequence[ConflictExample],
+    settings: EvalSettings | None = None,
     *,
-    fmt: str | PromptFormat = "raw",
-    mode: Mode = "logits",
-    max_new_tokens: int = 32,
-    batch_size: int | None = None,
-    batch_tokens: int | None = None,
-    stop: Sequence[str] | None = None,
-    match: MatchMode = "squad",
-    indicator: str | None = None,
     progress: bool = True,
     desc: str = "eval",
     backend: Backend | None = None,
     on_rows: Callable[[list[ScoredRow]], None] | None = None,
     intervention: Any = None,
+    **overrides: Any,
 ) -> list[ScoredRow]:
     """Per-example rows (prompt, output, flags, log-probs) in the order of ``examples``.
 
     Args:
-        batch_size: prompts per batch (alone: a fixed count; with ``batch_tokens``: a cap).
-        batch_tokens: padded tokens per batch, prompt plus the tokens it will generate or score
-            (default when neither is given: ``batching.DEFAULT_BATCH_TOKENS``).
-        backend: the model backend (default: :class:`ctxrely.engine.hf.HFBackend` over ``model``).
+        settings: how to score (:class:`~ctxrely.engine.settings.EvalSettings`); its fields also work
+            as keyword arguments (``fmt=``, ``mode=``, ``max_new_tokens=``, ``batch_size=``,
+            ``batch_tokens=``, ``stop=``, ``match=``, ``indicator=``, ``decode=``, ...), which override it.
+            ``batch_tokens`` counts padded tokens per batch, prompt plus the tokens it will generate
+            or score (default when neither batch option is given: ``batching.DEFAULT_BATCH_TOKENS``).
+        backend: the model backend (default: :func:`ctxrely.engine.backend.make_backend` over
+            ``model`` with the settings' decode strategy).
         on_rows: called with the rows every batch finishes (resume files flush per batch).
-        intervention: a :class:`ctxrely.steer.plan.Intervention` (CAD / AdaCAD decoding, PASTA
-            steering): the HF backend runs with its decode strategy, so scores and answers both change.
+        intervention: a :class:`ctxrely.steer.plan.Intervention` that replaces the settings' one
+            (CAD / AdaCAD decoding, PASTA steering; scores and answers both change).
     """
     from ctxrely.models.load import model_max_length
 
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
-    pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
+    st = EvalSettings.build(settings, overrides)
+    pf, mode, max_new_tokens, match, indicator = st.prompt_format, st.mode, st.max_new_tokens, st.match, st.indicator
+    if intervention is None:
+        intervention = st.intervention
     examples = list(examples)
     if not examples:
         return []
     gen, logit = mode in ("generate", "both"), mode in ("logits", "both")
-    stop = list(DEFAULT_STOP if stop is None else stop)
+    stop = st.stop_list()
     targets = [a for ex in examples for a in ex.cf_targets() + ex.param_targets()]
     answer_len = max(len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]) + 1
     reserve = max(max_new_tokens if gen else 0, answer_len if logit else 0)
@@ -98,20 +95,15 @@ def score_examples(
     if intervention is not None and intervention.active:
         if backend is not None:
             raise ValueError("decode/steer interventions run on the default transformers backend; pass no backend")
-        from ctxrely.engine.hf import HFBackend
-
-        backend = HFBackend(model, tokenizer, strategy=intervention.strategy(tokenizer, pf, indicator))
         if intervention.steer is not None:
             for row, n in zip(rows, intervention.span_tokens(tokenizer, pf, examples, prompts), strict=True):
                 row.steer_span_tokens = n
     if backend is None:
-        from ctxrely.engine.hf import HFBackend
-
-        backend = HFBackend(model, tokenizer)
+        backend = make_backend(model, tokenizer, intervention, fmt=pf, indicator=indicator)
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        backend.run(requests, stop=stop, batch_size=batch_size, batch_tokens=batch_tokens, on_batch=finished)
+        backend.run(requests, stop=stop, batch_size=st.batch_size, batch_tokens=st.batch_tokens, on_batch=finished)
     finally:
         bar.close()
         if was_training:

@@ -171,9 +171,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     from ctxrely.lab.presets import get_preset
     from ctxrely.lab.runner import build_lab_report, resolve_model, run_lab
     from ctxrely.models.load import load_model
-    from ctxrely.registry import load_builtins
 
-    load_builtins()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     st = _Stages(cfg.progress)

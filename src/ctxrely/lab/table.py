@@ -235,12 +235,10 @@ def build_table(found: dict[str, Any], *, runs: Sequence[str] | None = None,
             "generated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def write_table(table: dict[str, Any], *, json_path: str | Path | None = None,
-                md_path: str | Path | None = None) -> None:
-    """Write the table as JSON (what the demo reads) and/or markdown."""
-    from ctxrely.lab.table_md import markdown
+def __getattr__(name: str) -> Any:
+    # ``write_table`` moved to :mod:`ctxrely.lab.table_md` (rendering depends on the table, not back)
+    if name == "write_table":
+        import importlib
 
-    for path, text in ((json_path, json.dumps(table, indent=2) + "\n"), (md_path, markdown(table))):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
+        return importlib.import_module("ctxrely.lab.table_md").write_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

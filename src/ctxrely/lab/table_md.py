@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from ctxrely.lab.table import NOISE_Z
@@ -192,3 +194,12 @@ def html(table: dict[str, Any], caption: str = "") -> str:
 
     head = f"<p><strong>{_html.escape(caption)}</strong></p>" if caption else ""
     return head + markdown_html(markdown(table))
+
+
+def write_table(table: dict[str, Any], *, json_path: str | Path | None = None,
+                md_path: str | Path | None = None) -> None:
+    """Write the table as JSON (what the demo reads) and/or markdown."""
+    for path, text in ((json_path, json.dumps(table, indent=2) + "\n"), (md_path, markdown(table))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")

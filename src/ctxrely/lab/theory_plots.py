@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ctxrely.lab.theory import TheoryTrace
+    from ctxrely.lab.theory_config import TheoryTrace
 
 
 def plot_theory(traces: dict[str, TheoryTrace], out_dir: str | Path, stem: str = "theory") -> list[Path]:

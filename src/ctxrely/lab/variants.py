@@ -4,7 +4,7 @@ Each variant takes the baseline mixture and returns what that run trains on, the
 fields it changes and a manifest saying what was done. Scores from the *base* model (context
 criticality for ``filter``, attention context-dependency for ``indicator``) are computed once per
 experiment and cached in ``<out>/data/``, since every seed uses the same base model. Mitigations are
-looked up in their registry (``ctxrely.registry.MITIGATIONS``, filled by :mod:`ctxrely.mitigate`).
+called directly from :mod:`ctxrely.mitigate` (their signatures differ, so the registry only lists them).
 
 Example:
     >>> v = make_variant("no_ccs", rows, preset, model, tok, data_dir)  # doctest: +SKIP
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.lab.presets import RUNS, LabPreset
-from ctxrely.registry import MITIGATIONS, load_builtins
 
 
 @dataclass
@@ -70,7 +69,6 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
     ``fmt`` is the prompt format the rows were built with (``LabData.fmt``): the indicator token goes
     after the question, found through that format's template.
     """
-    load_builtins()
     data_dir = Path(data_dir)
     if run not in RUNS:
         raise ValueError(f"unknown run {run!r}; choose from {', '.join(RUNS)}")
@@ -94,13 +92,15 @@ def make_variant(run: str, rows: list[dict[str, Any]], preset: LabPreset, model:
 
 
 def _qk_only(v: Variant) -> Variant:
-    # applied by run_train (train_modules=qk) through MITIGATIONS["qk_only"]
+    # applied by run_train (train_modules=qk) (ctxrely.mitigate.qk_only)
     return Variant(v.rows, overrides={**v.overrides, "train_modules": "qk"}, manifest=v.manifest)
 
 
 def _augment(rows: list[dict[str, Any]], preset: LabPreset) -> Variant:
-    res = MITIGATIONS.get("augment")(rows, ratio=preset.augment_ratio, seed=preset.data_seed,
-                                     fmt="prompt_completion", context_field="context")
+    from ctxrely.mitigate.augment import augment
+
+    res = augment(rows, ratio=preset.augment_ratio, seed=preset.data_seed, fmt="prompt_completion",
+                  context_field="context")
     new = [dict(r, cls=f"{r.get('cls', '?')}-aug") for r in res.rows[len(rows):]]
     out = list(rows) + new
     return Variant(out, manifest={**_counts(out), "added": len(new), "eligible": res.n_eligible})
@@ -111,15 +111,16 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
     """Drop the ``filter_drop`` share of context rows with the lowest NLL without context, or (``by_class``)
     every row ``score-data`` classes C+S; the base model's scores are cached in ``criticality.json``."""
     from ctxrely.diagnose.criticality import score_criticality
+    from ctxrely.mitigate.filter import filter_rows
 
     template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
     scores = _cached(data_dir / "criticality.json", lambda: score_criticality(
         model, tokenizer, _sft_examples(rows), batch_size=preset.eval_batch_size, progress=progress,
         template=template))
     if by_class:  # score-data's classes at its default threshold (what `ctxrely filter --by class` uses)
-        kept, manifest = MITIGATIONS.get("filter")(rows, scores, by="class", classes=("C+S",))
+        kept, manifest = filter_rows(rows, scores, by="class", classes=("C+S",))
     else:
-        kept, manifest = MITIGATIONS.get("filter")(rows, scores, drop=preset.filter_drop)
+        kept, manifest = filter_rows(rows, scores, drop=preset.filter_drop)
     dropped = [rows[d["index"]].get("cls") for d in manifest["dropped"]]
     summary = {c: dropped.count(c) for c in ("C", "C+S", "S")}
     return Variant(kept, manifest={**_counts(kept), "dropped_by_class": summary, "cutoff": manifest["cutoff"],
@@ -129,7 +130,7 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
 def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path,
                progress: bool, fmt: str) -> Variant:
     from ctxrely.diagnose.attention_score import context_dependency
-    from ctxrely.mitigate.indicator import DEFAULT_TOKEN
+    from ctxrely.mitigate.indicator import DEFAULT_TOKEN, apply_indicator
 
     template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
     scores = _cached(data_dir / "attention_scores.json", lambda: context_dependency(
@@ -140,9 +141,8 @@ def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokeni
     # Only rows with a context can be marked (S rows have nothing to read). The token goes right after
     # the question, where the evaluation's ``indicator`` puts it, for plain-text rows too.
     scores = [s if r.get("context") else None for r, s in zip(rows, scores, strict=True)]
-    marked = MITIGATIONS.get("indicator")(rows, scores, threshold=preset.indicator_threshold, token=DEFAULT_TOKEN,
-                             fmt="prompt_completion",
-                             context_template=get_format(fmt).user_text("{context}", "{question}"))
+    marked = apply_indicator(rows, scores, threshold=preset.indicator_threshold, token=DEFAULT_TOKEN,
+                             fmt="prompt_completion", context_template=get_format(fmt).user_text("{context}", "{question}"))
     n_marked = sum(1 for a, b in zip(rows, marked, strict=True) if a is not b)
     by_cls = {c: sum(1 for a, b in zip(rows, marked, strict=True) if a is not b and a.get("cls") == c)
               for c in ("C", "C+S", "S")}

@@ -67,7 +67,8 @@ class CADDecode:
     """The CAD / AdaCAD :class:`~ctxrely.engine.backend.DecodeStrategy` (see the module docstring).
 
     Args:
-        bare_prompt: token ids of a request's prompt without its context.
+        bare_prompt: token ids of a request's prompt without its context (used where the request
+            carries no ``context_free`` ids of its own).
         base: the strategy that prefills the ``2n`` rows (default: the plain model; attention
             steering passes its own, and the context-free rows, having no ``text``, stay unsteered).
     """
@@ -98,7 +99,7 @@ class CADDecode:
 
         from ctxrely.engine.batching import left_pad
 
-        bare = [list(self.bare_prompt(r)) for r in requests]
+        bare = [list(r.context_free if r.context_free is not None else self.bare_prompt(r)) for r in requests]
         if any(not b for b in bare):
             raise ValueError("CAD: a prompt without its context tokenises to nothing")
         width = max(ids.shape[1], max(len(b) for b in bare))
@@ -135,13 +136,12 @@ class CADStream:
         return CADStream(self.inner.select(torch.cat([rows, rows + self.n])), self.cad, len(rows))
 
 
-def _backend(model: Any, tokenizer: Any, bare_ids: Sequence[Sequence[int]], alpha: float, adaptive: bool,
-             floor: float | None) -> Any:
-    from ctxrely.engine.batching import pad_id_of
-    from ctxrely.engine.hf import HFBackend
+def _backend(model: Any, tokenizer: Any, alpha: float, adaptive: bool, floor: float | None) -> Any:
+    """The engine's backend with the CAD / AdaCAD strategy (requests carry their ``context_free`` ids)."""
+    from ctxrely.engine.backend import make_backend
+    from ctxrely.steer.plan import Intervention
 
-    return HFBackend(model, tokenizer, CADDecode(lambda r: bare_ids[r.example], alpha, adaptive, floor,
-                                                 pad_id=pad_id_of(tokenizer)))
+    return make_backend(model, tokenizer, Intervention.parse("adacad" if adaptive else "cad", alpha, floor))
 
 
 def cad_generate(model: Any, tokenizer: Any, ctx_ids: Sequence[Sequence[int]], bare_ids: Sequence[Sequence[int]],
@@ -152,9 +152,9 @@ def cad_generate(model: Any, tokenizer: Any, ctx_ids: Sequence[Sequence[int]], b
     check_cad(alpha, floor)
     if len(ctx_ids) != len(bare_ids):
         raise ValueError("one prompt without context is needed per prompt with context")
-    reqs = [Request(p, (), max_new_tokens, example=i) for i, p in enumerate(ctx_ids)]
+    reqs = [Request(p, (), max_new_tokens, context_free=b) for p, b in zip(ctx_ids, bare_ids, strict=True)]
     done = (lambda idx, _: on_batch(len(idx))) if on_batch else None
-    outs = _backend(model, tokenizer, bare_ids, alpha, adaptive, floor).run(
+    outs = _backend(model, tokenizer, alpha, adaptive, floor).run(
         reqs, stop=stop, batch_size=batch_size, batch_tokens=batch_tokens, on_batch=done)
     return [o.text or "" for o in outs]
 
@@ -169,7 +169,7 @@ def score_full(model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], 
     if bare_ids is None:
         return score_continuations(model, tokenizer, prompt_ids, conts, batch_size=batch_size, on_batch=on_batch)
     check_cad(alpha, floor)
-    reqs = [Request(p, c, example=i) for i, (p, c) in enumerate(zip(prompt_ids, conts, strict=True))]
+    reqs = [Request(p, c, context_free=b) for p, c, b in zip(prompt_ids, conts, bare_ids, strict=True)]
     done = (lambda idx, _: on_batch(len(idx))) if on_batch else None
-    outs = _backend(model, tokenizer, bare_ids, alpha, adaptive, floor).run(reqs, batch_size=batch_size, on_batch=done)
+    outs = _backend(model, tokenizer, alpha, adaptive, floor).run(reqs, batch_size=batch_size, on_batch=done)
     return [o.scores for o in outs]

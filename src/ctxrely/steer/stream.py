@@ -39,11 +39,15 @@ class SteerDecode:
         self._heads: list[tuple[int, int]] | None = None
 
     def spans(self, requests: Sequence[Request]) -> list[list[tuple[int, int]]]:
-        """Token spans ``[start, end)`` to emphasise in each request's prompt (empty: unsteered)."""
+        """Token spans ``[start, end)`` to emphasise in each request's prompt (empty: unsteered): the
+        request's ``steer_spans``, else found from its ``text`` and ``example``."""
         from ctxrely.steer.spans import prompt_spans
 
-        todo = [i for i, r in enumerate(requests) if r.text is not None and r.example is not None]
-        out: list[list[tuple[int, int]]] = [[] for _ in requests]
+        out: list[list[tuple[int, int]]] = [list(r.steer_spans or []) for r in requests]  # given by the builder
+        todo = [i for i, r in enumerate(requests)
+                if r.steer_spans is None and r.text is not None and r.example is not None]
+        if not todo:
+            return out
         found = prompt_spans([requests[i].example for i in todo], [requests[i].text for i in todo],
                              [requests[i].prompt for i in todo], self.fmt, self.tokenizer, self.spec.target)
         for i, sp in zip(todo, found, strict=True):

@@ -128,9 +128,8 @@ def export_lm_eval(
 
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     if suites is None and data is None and not examples:
-        from ctxrely.registry import SUITES, load_builtins
+        from ctxrely.registry import SUITES
 
-        load_builtins()
         suites = SUITES.names()
     suite_list = resolve_suites(suites, data, None, limit, mapping) if (suites or data) else []
     suite_list += _inline_suites(examples or (), limit)
