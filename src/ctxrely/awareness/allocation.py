@@ -42,31 +42,23 @@ def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = N
     """
     import torch
 
-    from ctxrely.diagnose.attention_score import attention_modules
-    from ctxrely.track.attention import _base_model, eager_attention
+    from ctxrely.models.attention import attention_layers, capture_attention
 
-    base = _base_model(model)
-    mods = attention_modules(base)
+    n = len(attention_layers(model))
     device = next(model.parameters()).device
     current: dict[str, Any] = {}
-    per_layer: list[Any] = [None] * len(mods)
+    per_layer: list[Any] = [None] * n
 
-    def make_hook(layer: int) -> Any:
-        def hook(_mod: Any, _args: Any, output: Any) -> None:
-            w = output[1] if isinstance(output, tuple) and len(output) > 1 else None
-            if w is None or w.ndim != 4:
-                raise RuntimeError(f"{type(base).__name__} returned no attention weights at layer {layer}")
-            rows = w[0, :, current["q"], :].float()  # heads x queries x keys
-            with torch.autocast(device_type=rows.device.type, enabled=False):  # full precision inside a bf16 run
-                per_layer[layer] = torch.einsum("hqk,kr->hr", rows, current["onehot"]) / len(current["q"])
-        return hook
+    def reduce(layer: int, w: Any) -> None:
+        rows = w[0, :, current["q"], :].float()  # heads x queries x keys
+        with torch.autocast(device_type=rows.device.type, enabled=False):  # full precision inside a bf16 run
+            per_layer[layer] = torch.einsum("hqk,kr->hr", rows, current["onehot"]) / len(current["q"])
 
     total = None
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(mods)]
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with eager_attention(model), torch.inference_mode():
+        with capture_attention(model, reduce), torch.inference_mode():
             for i, enc in enumerate(encodings):
                 if done and i in done:
                     known = torch.as_tensor(done[i], dtype=torch.float32)
@@ -86,8 +78,6 @@ def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = N
                 if progress is not None:
                     progress.update(1)
     finally:
-        for h in handles:
-            h.remove()
         if was_training:
             model.train()
     if total is None:

@@ -2,7 +2,7 @@
 
 The prompt is the user turn, bare (``raw``) or in the tokenizer's chat template (``chat``), followed by
 the model's answer. Roles come from where each message lies in the rendered text (the offsets code
-``score-data`` uses, :func:`ctxrely.diagnose.attention_score.chat_spans`), never from token ids:
+``score-data`` uses, :func:`ctxrely.models.attention.chat_spans`), never from token ids:
 
 - ``bos``: the first token (a BOS, or where the tokenizer adds none, the first token, which takes the
   attention-sink role either way) and any system message;
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctxrely.awareness.nih import TEMPLATES, NIHError, extra_bos
-from ctxrely.diagnose.attention_score import chat_spans, token_roles
+from ctxrely.models.attention import chat_spans, token_roles
 
 ROLES = ("bos", "user", "template", "assistant")
 _MAP = {"user": "user", "assistant": "assistant", "system": "bos"}

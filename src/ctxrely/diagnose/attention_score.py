@@ -21,14 +21,17 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from ctxrely.data.schema import DataError
 from ctxrely.data.sft import SFTExample, as_examples
 from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.models.attention import Span, attention_layers, capture_attention, chat_spans, token_roles
+from ctxrely.models.attention import attention_layers as attention_modules  # noqa: F401  (old name)
+from ctxrely.models.attention import eager_attention as eager_attention  # re-exported (old home)
 from ctxrely.registry import SCORERS
 
 ALPACA_WITH = ("Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -37,7 +40,6 @@ ALPACA_WITH = ("Below is an instruction that describes a task, paired with an in
 ALPACA_WITHOUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                   "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n{response}")
 TEMPLATES = ("auto", "chat", "plain")
-Span = tuple[int, int, str]
 
 
 @dataclass(frozen=True)
@@ -47,35 +49,6 @@ class Encoded:
     ids: list[int]
     roles: list[str]
     resp_start: int
-
-
-def chat_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[Span]]:
-    """Render ``messages`` with the tokenizer's chat template; ``(text, [(start, end, role), ...])``."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template; use --template plain")
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
-    marks = [f"CTXRELYSENTINEL{i}X" for i in range(len(messages))]
-    probe = tokenizer.apply_chat_template([{**m, "content": s} for m, s in zip(messages, marks, strict=True)],
-                                          tokenize=False)
-    pieces = re.split("|".join(marks), probe)
-    spans: list[Span] = []
-    m = None
-    if len(pieces) == len(messages) + 1:
-        rx = "(.*?)".join(re.escape(p) for p in pieces)
-        m = re.fullmatch(rx, text, flags=re.DOTALL)
-    if m is not None:
-        spans = [(m.start(i + 1), m.end(i + 1), msg["role"]) for i, msg in enumerate(messages)]
-    else:  # the template depends on the content: find each content in order
-        cur = 0
-        for i, msg in enumerate(messages):
-            c = msg["content"].strip()
-            at = text.find(c, cur)
-            if at < 0:
-                raise ValueError(f"the chat template does not print message {i} ({msg['role']}) verbatim; "
-                                 "cannot find token roles (use --template plain)")
-            spans.append((at, at + len(c), msg["role"]))
-            cur = at + len(c)
-    return text, spans
 
 
 def resolve_template(ex: SFTExample, template: str, tokenizer: Any) -> str:
@@ -132,22 +105,6 @@ def _fill(tmpl: str, values: dict[str, tuple[str, str]]) -> tuple[str, list[Span
     return "".join(out), spans
 
 
-def token_roles(text: str, spans: Sequence[Span], offsets: Sequence[tuple[int, int]]) -> list[str]:
-    """The role of each token: that of the first non-space character it covers (``template`` outside
-    every span, and for tokens with no characters, such as an added BOS)."""
-    char_role = ["template"] * (len(text) + 1)
-    for s, e, role in spans:
-        char_role[s:e] = [role] * (e - s)
-    roles = []
-    for s, e in offsets:
-        if s == e:
-            roles.append("template")
-            continue
-        k = next((j for j in range(s, e) if not text[j].isspace()), s)
-        roles.append(char_role[k])
-    return roles
-
-
 def encode_example(ex: SFTExample, tokenizer: Any, *, with_context: bool = True, template: str = "auto") -> Encoded:
     """Tokenize a rendered example with a role per token, cut after the last response token."""
     text, spans, special = render(ex, tokenizer, with_context=with_context, template=template)
@@ -172,32 +129,6 @@ class _Stop(Exception):
     """Raised from the hook to end the forward pass after the chosen layer."""
 
 
-@contextmanager
-def eager_attention(model: Any) -> Iterator[None]:
-    """Switch the model to eager attention (which returns weights) and restore it afterwards."""
-    prev = getattr(model.config, "_attn_implementation", None)
-    if prev not in (None, "eager"):
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if prev not in (None, "eager"):
-            model.set_attn_implementation(prev)
-
-
-def attention_modules(model: Any) -> list[Any]:
-    """The self-attention module of each decoder layer, in order."""
-    names, mods = [], []
-    for name, mod in model.named_modules():
-        if type(mod).__name__.endswith("Attention") and not any(name.startswith(n + ".") for n in names):
-            names.append(name)
-            mods.append(mod)
-    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
-    if n is not None and len(mods) != n:
-        raise ValueError(f"found {len(mods)} attention modules for {n} layers in {type(model).__name__}")
-    return mods
-
-
 @SCORERS.register("attention_dependency", description="largest head's attention mass on user tokens at one "
                   "layer, averaged over the response (Wang et al. 2024)")
 def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample | dict[str, Any]], *,
@@ -212,17 +143,18 @@ def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample
     """
     import torch
 
-    mods = attention_modules(model)
-    layer = len(mods) // 2 if layer is None else layer
-    if not -len(mods) <= layer < len(mods):
-        raise ValueError(f"layer {layer} out of range for a model with {len(mods)} layers")
+    n = len(attention_layers(model))
+    layer = n // 2 if layer is None else layer
+    if not -n <= layer < n:
+        raise ValueError(f"layer {layer} out of range for a model with {n} layers")
     encs = [encode_example(ex, tokenizer, template=template) for ex in as_examples(examples)]
     device, pad = next(model.parameters()).device, pad_id_of(tokenizer)
     scores = [float("nan")] * len(encs)
-    captured: dict[str, Any] = {}
+    batch: dict[str, Any] = {}
 
-    def hook(_mod: Any, _args: Any, output: Any) -> None:
-        captured["w"] = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+    def reduce(_layer: int, w: Any) -> None:  # score the batch from this layer's weights, then stop
+        for row, i in enumerate(batch["idx"]):
+            scores[i] = _score_row(w[row], encs[i], batch["width"] - len(encs[i].ids))
         raise _Stop
 
     bar = None
@@ -232,22 +164,16 @@ def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample
         bar = tqdm(total=len(encs), desc="attention score", unit="ex")
     was_training = model.training
     model.eval()
-    handle = mods[layer].register_forward_hook(hook)
     try:
-        with eager_attention(model), torch.inference_mode():
+        with capture_attention(model, reduce, layers=[layer]), torch.inference_mode():
             for idx in length_sorted_batches([e.ids for e in encs], batch_size):
                 ids, mask, pos = left_pad([encs[i].ids for i in idx], pad, device)
+                batch.update(idx=idx, width=ids.shape[1])
                 with suppress(_Stop):
                     model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-                w = captured.pop("w", None)
-                if w is None or w.ndim != 4:
-                    raise RuntimeError(f"{type(model).__name__} did not return attention weights at layer {layer}")
-                for row, i in enumerate(idx):
-                    scores[i] = _score_row(w[row].float(), encs[i], ids.shape[1] - len(encs[i].ids))
                 if bar:
                     bar.update(len(idx))
     finally:
-        handle.remove()
         model.train(was_training)
         if bar:
             bar.close()
@@ -260,6 +186,6 @@ def _score_row(w: Any, enc: Encoded, off: int) -> float:
     user = torch.tensor([off + j for j, r in enumerate(enc.roles) if r == "user"], dtype=torch.long)
     if len(user) == 0:
         return 0.0
-    queries = torch.arange(off + enc.resp_start, off + len(enc.ids))
-    mass = w[:, queries][:, :, user.to(w.device)].sum(-1)  # heads x response tokens
+    queries = torch.arange(off + enc.resp_start, off + len(enc.ids), device=w.device)
+    mass = w[:, queries].float()[:, :, user.to(w.device)].sum(-1)  # heads x response tokens
     return float(mass.max(dim=0).values.mean())

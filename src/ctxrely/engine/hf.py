@@ -101,7 +101,7 @@ class HFBackend(Backend):
         return results
 
     def context_attention(self, examples: Sequence[Any], fmt: Any, indicator: str | None = None) -> list[Any]:
-        from ctxrely.track.attention import context_attention
+        from ctxrely.engine.attention import context_attention
 
         return context_attention(self.model, self.tokenizer, list(examples), fmt=fmt, indicator=indicator)
 

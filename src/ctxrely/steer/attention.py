@@ -172,9 +172,17 @@ def _register() -> None:
 
 
 def attention_layers(model: Any) -> list[Any]:
-    """The model's self-attention modules in layer order (modules with a ``layer_idx``)."""
-    mods = [m for m in model.modules() if "Attention" in type(m).__name__ and isinstance(getattr(m, "layer_idx", None), int)]
-    return sorted(mods, key=lambda m: m.layer_idx)
+    """The model's self-attention modules in layer order (:func:`ctxrely.models.attention.attention_layers`).
+
+    Raises:
+        SteerError: their number differs from the model's number of layers.
+    """
+    from ctxrely.models.attention import attention_layers as layers
+
+    try:
+        return layers(model)
+    except ValueError as e:
+        raise SteerError(f"{e}; cannot steer {type(model).__name__}") from e
 
 
 def model_shape(model: Any) -> tuple[int, int]:
