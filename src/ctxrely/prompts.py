@@ -115,9 +115,12 @@ for _name, (_tmpl, _chat, _desc) in _BASE.items():
 
 # Reading comprehension, the prompt of Wang et al. (2024); chat+indicator is rc-chat with --indicator.
 RC_TEMPLATE = "{context}\nAnswer the question according to the above passage: {question}"
-for _name, _chat, _desc in (("rc", False, "reading comprehension (Wang et al. 2024), bare text"),
-                            ("rc-chat", True, "reading comprehension (Wang et al. 2024), in the chat template")):
-    FORMATS.add(_name, PromptFormat(name=_name, template=RC_TEMPLATE, chat=_chat, description=_desc), description=_desc)
+for _name, _tmpl, _chat, _desc in (
+        ("rc", RC_TEMPLATE, False, "reading comprehension (Wang et al. 2024), bare text"),
+        ("rc-qa", RC_TEMPLATE + "\nAnswer:", False,
+         "reading comprehension (Wang et al. 2024), bare text then a plain Answer: cue"),
+        ("rc-chat", RC_TEMPLATE, True, "reading comprehension (Wang et al. 2024), in the chat template")):
+    FORMATS.add(_name, PromptFormat(name=_name, template=_tmpl, chat=_chat, description=_desc), description=_desc)
 
 
 PLACEHOLDERS = ("context", "question", "instruction")

@@ -29,7 +29,10 @@ from ctxrely.errors import CtxrelyError
 log = logging.getLogger(__name__)
 NIH_PROMPT = ("You are a helpful AI assistant that answers a question using only the provided document: "
               "\n{context}\n\nQuestion: {question}")
-TEMPLATES = ("chat", "raw")
+TEMPLATES = ("chat", "raw", "qa")
+#: The ``qa`` template: the user turn, then a plain ``Answer:`` cue (how a model fine-tuned on plain
+#: ``Question:``/``Answer:`` text, without a chat template, is prompted).
+QA_CUE = "\nAnswer:"
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+")
 
 
@@ -102,12 +105,14 @@ def user_text(context: str, question: str, indicator: str | None = None) -> str:
 
 
 def render_prompt(tokenizer: Any, user: str, template: str, hint: str | None = None) -> str:
-    """The model input text: the user turn bare (``raw``) or in the chat template (``chat``), plus an
-    optional assistant prefix ``hint``."""
+    """The model input text: the user turn bare (``raw``), followed by a plain ``Answer:`` cue
+    (``qa``) or in the chat template (``chat``), plus an optional assistant prefix ``hint``."""
     if template not in TEMPLATES:
         raise NIHError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
     if template == "raw":
         return f"{user}\n{hint}" if hint else user
+    if template == "qa":
+        return f"{user}{QA_CUE} {hint}" if hint else f"{user}{QA_CUE}"
     if not getattr(tokenizer, "chat_template", None):
         raise NIHError(f"{getattr(tokenizer, 'name_or_path', 'this model')!r} has no chat template; "
                        "use --template raw")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ctxrely.awareness.nih import TEMPLATES, NIHError, extra_bos
+from ctxrely.awareness.nih import QA_CUE, TEMPLATES, NIHError, extra_bos
 from ctxrely.models.attention import chat_spans, token_roles
 
 ROLES = ("bos", "user", "template", "assistant")
@@ -52,6 +52,10 @@ def encode_roles(tokenizer: Any, user: str, answer: str, template: str) -> RoleE
         text, spans = chat_spans(tokenizer, [{"role": "user", "content": user},
                                              {"role": "assistant", "content": answer}])
         special = False
+    elif template == "qa":
+        text = f"{user}{QA_CUE} {answer}"
+        spans = [(0, len(user), "user"), (len(text) - len(answer), len(text), "assistant")]
+        special = True
     else:
         text = f"{user} {answer}"
         spans = [(0, len(user), "user"), (len(user) + 1, len(text), "assistant")]

@@ -120,6 +120,7 @@ class LabPreset:
             (self.max_steps > 0 and self.batch_size > 0 and self.eval_every > 0, "max_steps",
              "positive (with batch_size, eval_every)"),
             (bool(self.seeds), "seeds", "at least one seed"),
+            (all(s >= 0 for s in self.seeds), "seeds", "integers >= 0"),
         ]
         for ok, key, want in checks:
             if not ok:

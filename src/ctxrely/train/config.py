@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +118,10 @@ def validate(cfg: TrainConfig, source: str = "config") -> TrainConfig:
             raise ConfigError(f"{source}: field {name!r} must be >= 1, got {getattr(cfg, name)}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"{source}: field 'max_steps' must be >= 1, got {cfg.max_steps}")
+    for name in ("lr", "num_epochs", "weight_decay", "drop_threshold"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{source}: field {name!r} must be a finite number, got {v}")
     if cfg.lr <= 0 or cfg.num_epochs <= 0:
         raise ConfigError(f"{source}: fields 'lr' and 'num_epochs' must be positive")
     if cfg.save_steps is not None and cfg.save_steps < 1:

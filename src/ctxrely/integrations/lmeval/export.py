@@ -39,6 +39,7 @@ from typing import Any
 from ctxrely.data.schema import ConflictExample, Suite
 from ctxrely.engine.generate import DEFAULT_STOP
 from ctxrely.metrics import table
+from ctxrely.paths import inside
 from ctxrely.prompts import PromptFormat, get_format
 
 GEN_METRICS = tuple(m.lmeval for m in table.metrics(family="conflict", mode="generate", lmeval=True))
@@ -125,7 +126,9 @@ def export_lm_eval(
         prefix: task-name prefix; the top group is called ``prefix``.
     """
     from ctxrely.engine.api import resolve_suites
+    from ctxrely.paths import safe_name
 
+    safe_name(prefix, "--prefix")  # it names files in out_dir: no '/', '..' or other path parts
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     if suites is None and data is None and not examples:
         from ctxrely.registry import SUITES
@@ -145,24 +148,40 @@ def export_lm_eval(
         if gen_name in seen:
             raise ValueError(f"suites {seen[gen_name]!r} and {suite.name!r} map to one task name {gen_name!r}")
         seen[gen_name] = suite.name
-        folder = out / re.sub(r"[^A-Za-z0-9_.-]+", "_", suite.name)
+        folder = inside(out, out / suite_folder(suite.name))
         folder.mkdir(parents=True, exist_ok=True)
         rows = export_rows(suite.examples, pf, tokenizer, max_length, max_new_tokens, indicator, match)
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        (folder / "data.jsonl").write_text(text, encoding="utf-8")
-        (folder / "utils.py").write_text(helper, encoding="utf-8")
+        inside(out, folder / "data.jsonl").write_text(text, encoding="utf-8")
+        inside(out, folder / "utils.py").write_text(helper, encoding="utf-8")  # lm-eval imports and runs it
         meta = {"version": suite.version, "suite": suite.name, "suite_version": suite.version,
                 "suite_hash": suite.hash, **fmt_meta, "match": match, "indicator": indicator,
                 "data_sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "exported_by": _exporter()}
         gen = _gen_yaml(gen_name, stop_list, max_new_tokens, meta)
         mc = _mc_yaml(mc_name, meta)
-        (folder / "gen.yaml").write_text(gen, encoding="utf-8")
-        (folder / "mc.yaml").write_text(mc, encoding="utf-8")
+        inside(out, folder / "gen.yaml").write_text(gen, encoding="utf-8")
+        inside(out, folder / "mc.yaml").write_text(mc, encoding="utf-8")
         n_mc = sum(1 for r in rows if r["param_answer"] is not None)
         written += [ExportedTask(gen_name, "generate_until", folder / "gen.yaml", len(rows)),
                     ExportedTask(mc_name, "multiple_choice", folder / "mc.yaml", n_mc)]
     written += _write_groups(out, prefix, written, fmt_meta)
     return written
+
+
+def suite_folder(name: str) -> str:
+    """The folder of a suite in the export: its name in ``[a-z0-9_]`` (a name with none is refused).
+
+    Example:
+        >>> suite_folder("CF-Capitals.v2")
+        'cf_capitals_v2'
+    """
+    folder = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    if not folder:
+        from ctxrely.errors import ConfigError
+
+        raise ConfigError(f"suite name {name!r} (a data file's name without its suffix) has no letters or digits "
+                          "to name its task folder; rename the file")
+    return folder
 
 
 def _inline_suites(examples: Sequence[ConflictExample], limit: int | None) -> list[Suite]:
@@ -244,11 +263,11 @@ def _write_groups(out: Path, prefix: str, tasks: list[ExportedTask], fmt_meta: d
                "aggregate_metric_list": [{"metric": m, "aggregation": "mean", "weight_by_size": True}
                                          for m in metrics],
                "metadata": {"version": 1, **fmt_meta}}
-        path = out / f"{prefix}_{suffix}.yaml"
+        path = inside(out, out / f"{prefix}_{suffix}.yaml")
         path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         groups.append(ExportedTask(cfg["group"], "group", path, sum(t.n_docs for t in members)))
     cfg = {"group": prefix, "task": [g.name for g in groups], "metadata": {"version": 1, **fmt_meta}}
-    path = out / f"{prefix}.yaml"
+    path = inside(out, out / f"{prefix}.yaml")
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     groups.append(ExportedTask(prefix, "group", path, sum(g.n_docs for g in groups)))
     return groups
