@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ctxrely.registry import FORMATS, METRICS, MITIGATIONS, SCORERS, SUITES
+    from ctxrely.registry import DATA_FORMATS, FORMATS, METRICS, MITIGATIONS, SCORERS, SUITES
 
     console = Console()
     if args.what in ("all", "suites"):
@@ -49,13 +49,11 @@ def run(args: argparse.Namespace) -> int:
             t.add_row(e.name, e.meta.get("mode", ""), e.description)
         console.print(t)
     if args.what in ("all", "loaders"):
-        from ctxrely.data.loaders import FORMAT_HELP
-
         t = Table(title="data loaders (--data PATH, auto-detected)")
         for c in ("format", "description"):
             t.add_column(c)
-        for name, desc in FORMAT_HELP.items():
-            t.add_row(name, desc)
+        for e in DATA_FORMATS:
+            t.add_row(e.name, e.description)
         console.print(t)
     for kind, reg in (("scorers", SCORERS), ("mitigations", MITIGATIONS)):
         if args.what in ("all", kind):

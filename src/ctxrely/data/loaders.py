@@ -3,7 +3,8 @@
 Records are read by :mod:`ctxrely.data.records` (the one line-numbered reader); this module holds
 the knowledge-conflict formats.
 
-Formats (``FORMATS_KNOWN``), detected from the first record's fields unless ``fmt`` is given:
+Formats, each declared once in ``DATA_FORMAT_TABLE`` (help, row parser, detector; also registered in
+``ctxrely.registry.DATA_FORMATS``), detected from the first record's fields unless ``fmt`` is given:
 
 - ``cpi``: context-parametric-inversion files (CF_Capitals, CF_World_Facts, CF_Bio): ``context``,
   ``question``, ``answer`` (counterfactual), ``memory_answer`` or ``parametric_answer``.
@@ -41,29 +42,11 @@ from ctxrely.data.records import (
     require_hub_id,
 )
 from ctxrely.data.schema import ConflictExample, DataError, Suite
+from ctxrely.registry import DATA_FORMATS
 
-__all__ = ["FILE_SUFFIXES", "FORMATS_KNOWN", "FORMAT_HELP", "Record", "TARGET_FIELDS", "detect_format", "load_data",
+__all__ = ["DATA_FORMAT_TABLE", "FILE_SUFFIXES", "FORMATS_KNOWN", "FORMAT_HELP", "DataFormat", "Record", "TARGET_FIELDS", "detect_format", "load_data",
            "parse_mapping", "read_records"]
 
-FORMATS_KNOWN: list[str] = ["cpi", "memotrap", "cad", "cad_pairs", "bigbench", "generic", "hf", "squad", "quac",
-                             "coqa", "drop", "squad_rows"]
-FORMAT_HELP: dict[str, str] = {
-    "cpi": "context-parametric-inversion JSON/JSONL: context, question, answer, memory_answer|parametric_answer",
-    "memotrap": "MemoTrap JSONL: prompt ('instruction: stem'), classes (a list as a string), answer_index",
-    "cad": "CAD/AdaCAD JSONL: context_string|context, question, gold_answers (first = answer); no param answer",
-    "cad_pairs": "AdaCAD JSONL: two rows per input_index (assigned_weight 1: prompt with passage, 0: without), "
-                 "gold_answers; prompts kept verbatim; no param answer",
-    "bigbench": "BIG-bench JSON task: examples with input '\\nQuestion: ...\\nContext: ...', target_scores "
-                "(1 = context answer, 0 = memorised answer)",
-    "generic": "JSON/JSONL/CSV/TSV with mapping schema-field=column (default: the schema's own names)",
-    "hf": "a Hugging Face dataset id, loaded with datasets.load_dataset(id, split=...) and the mapping",
-    # reading comprehension, official JSON (ctxrely.data.rc): gold answers only, no parametric answer
-    "squad": "SQuAD v1.1/v2 official JSON (data/paragraphs/qas); all gold answers kept",
-    "quac": "QuAC official JSON; the first question of each dialogue",
-    "coqa": "CoQA official JSON; the first question of each story",
-    "drop": "DROP official JSON (number/date/spans answers)",
-    "squad_rows": "SQuAD rows as on the Hugging Face hub: context, question, answers {text: [...]}",
-}
 TARGET_FIELDS = ("id", "context", "question", "cf_answer", "param_answer", "cf_aliases", "param_aliases")
 
 
@@ -105,14 +88,9 @@ def _check_mapping(mapping: dict[str, str]) -> dict[str, str]:
 
 
 def _detect_keys(keys: set[str]) -> str:
-    if {"prompt", "classes"} <= keys:
-        return "memotrap"
-    if "gold_answers" in keys or "context_string" in keys:
-        return "cad"
-    if {"context", "question", "answers"} <= keys:
-        return "squad_rows"
-    if {"context", "question", "answer"} <= keys:
-        return "cpi"
+    for f in sorted((f for f in DATA_FORMAT_TABLE if f.detect is not None), key=lambda f: f.rank):
+        if f.detect(keys):
+            return f.name
     return "generic"
 
 
@@ -255,9 +233,52 @@ def _generic(rec: dict[str, Any], w: _Where, mapping: dict[str, str]) -> Row:
     return row
 
 
+@dataclass(frozen=True)
+class DataFormat:
+    """One data format, declared once: its help, its row parser and how it is recognised.
+
+    ``parse`` is None for formats read as a whole document (BIG-bench, official RC JSON, AdaCAD pairs,
+    hub datasets); ``detect`` (a test on the first record's fields, tried by ascending ``rank``) is
+    None for formats recognised by the file's shape or named explicitly.
+    """
+
+    name: str
+    help: str
+    parse: Callable[[dict[str, Any], _Where, dict[str, str]], Row] | None = None
+    detect: Callable[[set[str]], bool] | None = None
+    rank: int = 0
+
+
+DATA_FORMAT_TABLE: tuple[DataFormat, ...] = (
+    DataFormat("cpi", "context-parametric-inversion JSON/JSONL: context, question, answer, "
+               "memory_answer|parametric_answer", _cpi, lambda k: {"context", "question", "answer"} <= k, 3),
+    DataFormat("memotrap", "MemoTrap JSONL: prompt ('instruction: stem'), classes (a list as a string), "
+               "answer_index", _memotrap, lambda k: {"prompt", "classes"} <= k, 0),
+    DataFormat("cad", "CAD/AdaCAD JSONL: context_string|context, question, gold_answers (first = answer); "
+               "no param answer", _cad, lambda k: "gold_answers" in k or "context_string" in k, 1),
+    DataFormat("cad_pairs", "AdaCAD JSONL: two rows per input_index (assigned_weight 1: prompt with passage, "
+               "0: without), gold_answers; prompts kept verbatim; no param answer"),
+    DataFormat("bigbench", "BIG-bench JSON task: examples with input '\\nQuestion: ...\\nContext: ...', "
+               "target_scores (1 = context answer, 0 = memorised answer)"),
+    DataFormat("generic", "JSON/JSONL/CSV/TSV with mapping schema-field=column (default: the schema's own names)",
+               _generic),
+    DataFormat("hf", "a Hugging Face dataset id, loaded with datasets.load_dataset(id, split=...) and the mapping"),
+    # reading comprehension, official JSON (ctxrely.data.rc): gold answers only, no parametric answer
+    DataFormat("squad", "SQuAD v1.1/v2 official JSON (data/paragraphs/qas); all gold answers kept"),
+    DataFormat("quac", "QuAC official JSON; the first question of each dialogue"),
+    DataFormat("coqa", "CoQA official JSON; the first question of each story"),
+    DataFormat("drop", "DROP official JSON (number/date/spans answers)"),
+    DataFormat("squad_rows", "SQuAD rows as on the Hugging Face hub: context, question, answers {text: [...]}",
+               squad_row, lambda k: {"context", "question", "answers"} <= k, 2),
+)
+for _f in DATA_FORMAT_TABLE:
+    DATA_FORMATS.add(_f.name, _f, description=_f.help)
+
+# Derived views, kept for old code: the names, the help and the row parsers.
+FORMATS_KNOWN: list[str] = [f.name for f in DATA_FORMAT_TABLE]
+FORMAT_HELP: dict[str, str] = {f.name: f.help for f in DATA_FORMAT_TABLE}
 _PARSERS: dict[str, Callable[[dict[str, Any], _Where, dict[str, str]], Row]] = {
-    "cpi": _cpi, "memotrap": _memotrap, "cad": _cad, "generic": _generic, "squad_rows": squad_row,
-}
+    f.name: f.parse for f in DATA_FORMAT_TABLE if f.parse is not None}
 
 
 # ----------------------------------------------------------------------------- entry point

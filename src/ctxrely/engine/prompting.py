@@ -65,6 +65,11 @@ def build_prompts(examples: list[ConflictExample], fmt: PromptFormat, tokenizer:
             continue
         bare = encode(tokenizer, render(ex, fmt, tokenizer, context="", suffix=suffix), fmt)
         budget = max_len - reserve - len(bare) - 2
+        if budget <= 0 and reserve and (reserve >= max_len or len(bare) + 2 < max_len // 2):  # the option's fault
+            from ctxrely.errors import ConfigError
+
+            raise ConfigError(f"--max-new-tokens {reserve} leaves {max(max_len - reserve, 0)} of the model window's "
+                              f"{max_len} tokens for the prompt; lower --max-new-tokens")
         if budget <= 0:
             raise DataError(
                 f"{ex.suite}:{ex.id}: the prompt without its context needs {len(bare)} tokens, more than "

@@ -137,7 +137,7 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "lab_variant.json").write_text(json.dumps(v.manifest, indent=2) + "\n", encoding="utf-8")
         run_train(cfg, model=run_model, tokenizer=run_tok, train_rows=v.rows, eval_examples=data.eval_sets,
-                  id_rows=data.id_rows, probes=_awareness_probes(preset, cfg.indicator))
+                  id_rows=data.id_rows, probes=_awareness_probes(preset, cfg.indicator), progress=progress)
         del run_model
         gc.collect()
         wall = time.perf_counter() - t0

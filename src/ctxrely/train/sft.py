@@ -170,6 +170,7 @@ def run_train(
     id_rows: list[dict[str, Any]] | None = None,
     extra_callbacks: Sequence[Any] = (),
     probes: Sequence[Any] = (),
+    progress: bool = True,
 ) -> Path:
     """Fine-tune as ``cfg`` says and return the run folder.
 
@@ -181,6 +182,7 @@ def run_train(
         id_rows: in-memory in-distribution rows (any supported format), added to ``cfg.id_sets``.
         extra_callbacks: further ``TrainerCallback`` objects.
         probes: extra tracking probes ``probe(model, tokenizer) -> {metric: value}`` (e.g. NIH recall).
+        progress: the trainer's progress bar (False: no bar and no printed log dicts either).
     """
     from datasets import Dataset
     from transformers import set_seed
@@ -256,10 +258,15 @@ def run_train(
         logging_steps=cfg.logging_steps, save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500, save_total_limit=cfg.save_total_limit, report_to=cfg.report_to,
         use_cpu=device == "cpu", completion_only_loss=cfg.completion_only_loss,
-        bf16=cfg.dtype == "bfloat16" and device != "cpu", fp16=cfg.dtype == "float16" and device != "cpu")
+        bf16=cfg.dtype == "bfloat16" and device != "cpu", fp16=cfg.dtype == "float16" and device != "cpu",
+        disable_tqdm=not progress)
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
                                processing_class=tokenizer, peft_config=peft_config)
     trainer.compact = cfg.compact_lm_head
+    if not progress:  # disable_tqdm swaps the bar for a callback that prints every log dict: drop it too
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     expose_head_bias(trainer.model)  # a trainable indicator token on a tied output layer (LoRA)
     kept = len(trainer.train_dataset)
     if kept == 0:
