@@ -1,0 +1,301 @@
+"""The one resume log (``ctxrely.engine.resume``) under every command that appends to it
+(``eval``, ``nih``, ``attention``), run in-process through the CLI on saved tiny models.
+
+Each scenario starts from a run "killed" after its last batch (the partial file is complete but not
+yet removed), marks the rows there, damages the file the way a crash or a hand edit would, reruns,
+and checks which rows came back from the file (marked) and which were computed again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctxrely.cli.main import main
+from ctxrely.engine.resume import LOCK, ResumeError, ResumeLog, RunLock, append_lines, iter_rows, repair_tail
+
+MARK = "MARKER"
+
+
+# -- the module on its own ---------------------------------------------------------------------------
+
+def test_torn_tail_is_cut_before_the_next_append(tmp_path):
+    p = tmp_path / "x.partial.jsonl"
+    p.write_text('{"config_hash": "h"}\n{"k": 1}\n{"k": 2, "v": "ha', encoding="utf-8")
+    append_lines(p, [{"k": 3}])
+    assert p.read_text(encoding="utf-8") == '{"config_hash": "h"}\n{"k": 1}\n{"k": 3}\n'
+    assert repair_tail(p) == 0  # nothing torn: nothing cut
+
+
+def test_damaged_rows_are_skipped_with_one_line_each(tmp_path, caplog):
+    log = ResumeLog(tmp_path, "h")
+    log.path.write_text('{"config_hash": "h"}\n{"suite": "s", "id": "1"}\n{"id": "2"}\n[1, 2]\nGARBAGE\n'
+                        '{"suite": ["s"], "id": "3"}\n{"suite": "s", "id": "4"}\n', encoding="utf-8")
+    assert sorted(log.load()) == [("s", "1"), ("s", "4")]
+    assert caplog.text.count("line ") == 4 and "line 3: damaged row (no field 'suite')" in caplog.text
+
+
+def test_lock_refuses_a_live_process_and_takes_over_a_dead_one(tmp_path):
+    busy = f"in use by another ctxrely run \\(pid {os.getpid()}\\)"
+    with RunLock(tmp_path), pytest.raises(ResumeError, match=busy):
+        RunLock(tmp_path).acquire()
+    assert not (tmp_path / LOCK).exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK).write_text(str(dead.pid))
+    with RunLock(tmp_path) as lock:
+        assert lock.path.read_text() == str(os.getpid())
+
+
+def test_other_settings_are_kept_aside_and_come_back(tmp_path):
+    with ResumeLog(tmp_path, "aaa") as log:
+        log.append([{"suite": "s", "id": "1"}])
+    with ResumeLog(tmp_path, "bbb") as log:  # other settings: the old rows move aside, not away
+        log.append([{"suite": "s", "id": "2"}])
+    assert (tmp_path / "examples.partial.aaa.jsonl").is_file()
+    assert sorted(ResumeLog(tmp_path, "aaa").load()) == [("s", "1")]
+    ResumeLog(tmp_path, "bbb").clear()
+    assert sorted(p.name for p in tmp_path.glob("*.jsonl")) == ["examples.partial.aaa.jsonl"]
+
+
+# -- every command that resumes ----------------------------------------------------------------------
+
+GOOD = [{"context": f"In 2001 the capital of {c} moved to {n}.", "question": f"What is the capital of {c}?",
+         "answer": n, "memory_answer": o} for c, n, o in
+        [("France", "Lyon", "Paris"), ("Spain", "Seville", "Madrid"), ("Italy", "Milan", "Rome")]]
+
+
+@dataclass
+class Command:
+    """How to run one resuming command and read which of its rows came from the partial file."""
+
+    name: str
+    stem: str
+    argv: Callable[[Path, Path, Path, str], list[str]]  # (model, out, data folder, template)
+    finals: Callable[[Path], dict[Any, Any]]  # key -> the value a marked row carries
+    key: Callable[[dict[str, Any]], Any]  # a partial row's key (None: a row not marked)
+    mark: Callable[[dict[str, Any]], None]
+    drop: str  # a field whose loss damages a row
+
+
+def _jsonl(p: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines()]
+
+
+def _eval_argv(model: Path, out: Path, data: Path, template: str) -> list[str]:
+    return ["eval", "--model", str(model), "--out", str(out), "--data", str(data / "caps.json"), "--mode", "both",
+            "--max-new-tokens", "4", "--n-boot", "10", "--batch-size", "1", "--no-progress",
+            "--format", "chat" if template == "chat" else "raw"]
+
+
+def _nih_argv(model: Path, out: Path, data: Path, template: str) -> list[str]:
+    return ["nih", "--model", str(model), "--out", str(out), "--haystack", str(data / "hay"), "--lengths", "300",
+            "--depths", "0,100", "--template", template, "--max-new-tokens", "4", "--batch-size", "1",
+            "--no-progress"]
+
+
+def _attention_argv(model: Path, out: Path, data: Path, template: str) -> list[str]:
+    return ["attention", "--model", str(model), "--out", str(out), "--data", str(data / "caps.json"),
+            "--limit", "2", "--template", template, "--max-new-tokens", "3", "--no-progress"]
+
+
+def _attention_finals(out: Path) -> dict[Any, Any]:
+    s = json.loads((out / "summary.json").read_text())
+    return {(t, "answers"): v["answers"][0] for t, v in s["templates"].items()}
+
+
+def _attention_mark(row: dict[str, Any]) -> None:
+    if "answers" in row:
+        row["answers"][0] = MARK
+
+
+COMMANDS = {
+    "eval": Command("eval", "examples", _eval_argv,
+                    lambda out: {(r["suite"], r["id"]): r["output"] for r in _jsonl(out / "examples.jsonl")},
+                    lambda r: (r["suite"], r["id"]), lambda r: r.update(output=MARK), "suite"),
+    "nih": Command("nih", "cells", _nih_argv,
+                   lambda out: {r["key"]: r["output"] for r in _jsonl(out / "cells.jsonl")},
+                   lambda r: r["key"], lambda r: r.update(output=MARK), "key"),
+    "attention": Command("attention", "attention", _attention_argv, _attention_finals,
+                         lambda r: (r["template"], "answers") if "answers" in r else None, _attention_mark,
+                         "template"),
+}
+TEMPLATE = {"eval": "raw", "nih": "raw", "attention": "raw"}
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    d = tmp_path / "data"
+    (d / "hay").mkdir(parents=True)
+    (d / "caps.json").write_text(json.dumps(GOOD), encoding="utf-8")
+    sents = [f"Sentence number {i} talks about startups and {w}." for i, w in
+             enumerate(["ideas", "money", "cities", "code", "essays", "users", "growth", "design"] * 30)]
+    (d / "hay" / "a.txt").write_text(" ".join(sents), encoding="utf-8")
+    return d
+
+
+@pytest.fixture(scope="module")
+def nochat_dir(tmp_path_factory) -> Path:
+    """A saved tiny Llama whose tokenizer has no chat template."""
+    from ctxrely.models.tiny import save_tiny, tiny_model
+
+    _, tok = tiny_model("llama")
+    tok.chat_template = None
+    d = save_tiny(tmp_path_factory.mktemp("nochat"), "llama", tokenizer=tok)
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    return d
+
+
+def killed_run(cmd: Command, argv: list[str], monkeypatch) -> tuple[Path, list[dict[str, Any]]]:
+    """Run to the end but keep the partial file (a kill after the last batch); mark its rows."""
+    with monkeypatch.context() as m:
+        m.setattr(ResumeLog, "clear", lambda self: self.close())
+        assert main(argv) == 0
+    out = Path(argv[argv.index("--out") + 1])
+    part = out / f"{cmd.stem}.partial.jsonl"
+    lines = part.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(x) for x in lines[1:]]
+    for r in rows:
+        cmd.mark(r)
+    part.write_text("\n".join([lines[0], *(json.dumps(r) for r in rows)]) + "\n", encoding="utf-8")
+    assert not (out / LOCK).exists()
+    return part, rows
+
+
+def _marked(cmd: Command, out: Path) -> set[Any]:
+    return {k for k, v in cmd.finals(out).items() if v == MARK}
+
+
+def _keys(cmd: Command, rows: list[dict[str, Any]]) -> set[Any]:
+    return {k for k in map(cmd.key, rows) if k is not None}
+
+
+@pytest.fixture(params=sorted(COMMANDS))
+def cmd(request) -> Command:
+    return COMMANDS[request.param]
+
+
+def test_torn_last_line_then_append_then_resume_loses_and_fuses_nothing(cmd, tiny_model_dir, data, tmp_path,
+                                                                        monkeypatch):
+    argv = cmd.argv(tiny_model_dir("llama"), tmp_path / "out", data, TEMPLATE[cmd.name])
+    part, rows = killed_run(cmd, argv, monkeypatch)
+    text = part.read_text(encoding="utf-8")
+    last = json.dumps(rows[-1])
+    part.write_text(text[: len(text) - len(last) // 2 - 1], encoding="utf-8")  # the kill tore the last row
+    head = json.loads(text.split("\n", 1)[0])["config_hash"]
+    with ResumeLog(part.parent, head, stem=cmd.stem) as log:  # the resumed run's next batch
+        log.append([rows[-1]])
+    assert [json.loads(x) for x in part.read_text(encoding="utf-8").splitlines()[1:]] == rows
+    assert main(argv) == 0
+    assert _marked(cmd, part.parent) == _keys(cmd, rows)  # every row resumed, none fused or lost
+    assert not part.exists()
+
+
+@pytest.mark.parametrize("header", ["GARBAGE", '{"config_ha'])
+def test_garbage_or_torn_header_is_reported_and_its_rows_kept(cmd, header, tiny_model_dir, data, tmp_path,
+                                                             monkeypatch, caplog):
+    argv = cmd.argv(tiny_model_dir("llama"), tmp_path / "out", data, TEMPLATE[cmd.name])
+    part, rows = killed_run(cmd, argv, monkeypatch)
+    lines = part.read_text(encoding="utf-8").splitlines()
+    part.write_text("\n".join([header, *lines[1:]]) + "\n", encoding="utf-8")
+    assert main(argv) == 0
+    assert part.name in caplog.text and "not a resume header" in caplog.text
+    assert _marked(cmd, part.parent) == set()  # settings unknown: computed again ...
+    kept = part.parent / f"{cmd.stem}.partial.unreadable.jsonl"
+    assert kept.read_text(encoding="utf-8").splitlines()[1:] == lines[1:]  # ... and the old rows kept
+
+
+def test_partial_of_other_settings_is_kept_renamed(cmd, tiny_model_dir, data, tmp_path, monkeypatch, caplog):
+    argv = cmd.argv(tiny_model_dir("llama"), tmp_path / "out", data, TEMPLATE[cmd.name])
+    part, rows = killed_run(cmd, argv, monkeypatch)
+    lines = part.read_text(encoding="utf-8").splitlines()
+    part.write_text("\n".join([json.dumps({"config_hash": "0123456789ab"}), *lines[1:]]) + "\n", encoding="utf-8")
+    assert main(argv) == 0
+    assert _marked(cmd, part.parent) == set()
+    kept = part.parent / f"{cmd.stem}.partial.0123456789ab.jsonl"
+    assert kept.read_text(encoding="utf-8").splitlines()[1:] == lines[1:] and kept.name in caplog.text
+
+
+def test_a_rerun_that_fails_a_check_leaves_the_partial_intact(cmd, nochat_dir, data, tmp_path, monkeypatch,
+                                                              capsys):
+    part, _ = killed_run(cmd, cmd.argv(nochat_dir, tmp_path / "out", data, "raw"), monkeypatch)
+    before = part.read_bytes()
+    capsys.readouterr()
+    assert main(cmd.argv(nochat_dir, tmp_path / "out", data, "chat")) == 2  # no chat template
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "chat template" in err
+    assert part.read_bytes() == before and sorted(p.name for p in part.parent.glob("*.partial*")) == [part.name]
+
+
+def test_changed_weights_at_the_same_path_do_not_resume(cmd, tiny_tokenizer, data, tmp_path, monkeypatch):
+    from ctxrely.models.tiny import save_tiny
+
+    model = save_tiny(tmp_path / "model", "llama", seed=0, tokenizer=tiny_tokenizer)
+    argv = cmd.argv(model, tmp_path / "out", data, TEMPLATE[cmd.name])
+    part, rows = killed_run(cmd, argv, monkeypatch)
+    save_tiny(tmp_path / "model", "llama", seed=1, tokenizer=tiny_tokenizer)  # other weights, same path
+    assert main(argv) == 0
+    assert _marked(cmd, part.parent) == set()
+    kept = [p.name for p in part.parent.glob(f"{cmd.stem}.partial.*.jsonl")]
+    assert len(kept) == 1 and len(_jsonl(part.parent / kept[0])) == len(rows) + 1  # old rows kept aside
+
+
+def test_a_second_run_on_the_same_out_is_refused(cmd, tiny_model_dir, data, tmp_path, monkeypatch, capsys):
+    argv = cmd.argv(tiny_model_dir("llama"), tmp_path / "out", data, TEMPLATE[cmd.name])
+    part, rows = killed_run(cmd, argv, monkeypatch)
+    before = part.read_bytes()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (part.parent / LOCK).write_text(str(other.pid))
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"in use by another ctxrely run (pid {other.pid})" in err and "\n" not in err
+        assert part.read_bytes() == before
+    finally:
+        other.kill()
+        other.wait()
+    assert main(argv) == 0  # the lock of a process that is gone is taken over
+    assert _marked(cmd, part.parent) == _keys(cmd, rows) and not (part.parent / LOCK).exists()
+
+
+def test_hand_damaged_rows_give_one_line_and_are_done_again(cmd, tiny_model_dir, data, tmp_path, monkeypatch,
+                                                           caplog):
+    argv = cmd.argv(tiny_model_dir("llama"), tmp_path / "out", data, TEMPLATE[cmd.name])
+    part, rows = killed_run(cmd, argv, monkeypatch)
+    lines = part.read_text(encoding="utf-8").splitlines()
+    bad = dict(rows[0])
+    bad.pop(cmd.drop)
+    part.write_text("\n".join([lines[0], json.dumps(bad), "[1, 2]", "GARBAGE", *lines[2:]]) + "\n",
+                    encoding="utf-8")
+    assert main(argv) == 0
+    assert f"{part.name} line 2: damaged row" in caplog.text and f"{part.name} line 4: not JSON" in caplog.text
+    assert _marked(cmd, part.parent) == _keys(cmd, rows[1:])
+
+
+def test_duplicate_suite_names_are_refused(tiny_model_dir, data, tmp_path, capsys):
+    base = ["eval", "--model", str(tiny_model_dir("llama")), "--out", str(tmp_path / "o"), "--limit", "2",
+            "--no-progress"]
+    assert main([*base, "--suites", "cf_capitals,cf_capitals"]) == 2
+    assert "suite 'cf_capitals' is given twice" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "caps.json"
+    twin.write_text(json.dumps(GOOD[:2]), encoding="utf-8")
+    assert main([*base, "--data", str(data / "caps.json"), "--data", str(twin)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(data / "caps.json") in err and str(twin) in err and "\n" not in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_meta_damage_in_iter_rows_never_raises(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"a": 1}\n\xff\xfe garbage\n[1]\n{"b": 2')
+    assert [r for _, r in iter_rows(p)] == [{"a": 1}]
