@@ -29,6 +29,7 @@ from typing import Any
 from ctxrely.data.schema import DataError
 from ctxrely.data.sft import SFTExample, as_examples
 from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.distributed import inference_context, is_sharded
 from ctxrely.models.attention import Span, attention_layers, capture_attention, chat_spans, token_roles
 from ctxrely.models.attention import attention_layers as attention_modules  # noqa: F401  (old name)
 from ctxrely.models.attention import eager_attention as eager_attention  # re-exported (old home)
@@ -141,8 +142,6 @@ def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample
         layer: 0-based decoder layer (negative counts from the end); default: ``num_layers // 2``.
         template: as in :func:`ctxrely.diagnose.criticality.score_criticality`.
     """
-    import torch
-
     n = len(attention_layers(model))
     layer = n // 2 if layer is None else layer
     if not -n <= layer < n:
@@ -152,10 +151,13 @@ def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample
     scores = [float("nan")] * len(encs)
     batch: dict[str, Any] = {}
 
+    sharded = is_sharded(model)
+
     def reduce(_layer: int, w: Any) -> None:  # score the batch from this layer's weights, then stop
         for row, i in enumerate(batch["idx"]):
             scores[i] = _score_row(w[row], encs[i], batch["width"] - len(encs[i].ids))
-        raise _Stop
+        if not sharded:  # sharded parameters: every forward runs every layer (ranks stay in step)
+            raise _Stop
 
     bar = None
     if progress:
@@ -165,7 +167,7 @@ def context_dependency(model: Any, tokenizer: Any, examples: Sequence[SFTExample
     was_training = model.training
     model.eval()
     try:
-        with capture_attention(model, reduce, layers=[layer]), torch.inference_mode():
+        with capture_attention(model, reduce, layers=[layer]), inference_context(model):
             for idx in length_sorted_batches([e.ids for e in encs], batch_size):
                 ids, mask, pos = left_pad([encs[i].ids for i in idx], pad, device)
                 batch.update(idx=idx, width=ids.shape[1])

@@ -158,9 +158,9 @@ def score_criticality(model: Any, tokenizer: Any, examples: Sequence[SFTExample 
     was_training = model.training
     model.eval()
     try:
-        import torch
+        from ctxrely.engine.distributed import inference_context
 
-        with torch.inference_mode():
+        with inference_context(model):  # no_grad under FSDP / ZeRO-3
             nll = response_nll(model, tokenizer, seqs, batch_size=batch_size, on_batch=bar.update if bar else None)
     finally:
         model.train(was_training)

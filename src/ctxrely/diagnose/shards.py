@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.data.sft import SFTExample, example_hash
+from ctxrely.engine.distributed import lockstep
 from ctxrely.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -153,19 +154,26 @@ def run_shards(model: Any, tokenizer: Any, examples: Sequence[SFTExample], out_d
         bar = tqdm(total=sum(len(parts[k]) for k in todo), desc=f"scoring (rank {rank})" if world_size > 1
                    else "scoring", unit="ex", position=rank)
     try:
-        for k in todo:
-            rows = score_chunk(model, tokenizer, parts[k], config)
-            p = shard_path(out_dir, k)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            tmp.replace(p)  # atomic: a shard file is complete or absent
-            if bar:
-                bar.update(len(parts[k]))
+        with lockstep(model, "score-data"):  # sharded parameters: ranks stay in step; a failure stops all
+            for k in todo:
+                _score_shard(model, tokenizer, parts[k], k, out_dir, config, bar)
     finally:
         if bar:
             bar.close()
     return todo
+
+
+def _score_shard(model: Any, tokenizer: Any, chunk: Sequence[SFTExample], k: int, out_dir: str | Path,
+                 config: ScoreConfig, bar: Any) -> None:
+    """Score one shard and write it atomically (a shard file is complete or absent)."""
+    rows = score_chunk(model, tokenizer, chunk, config)
+    p = shard_path(out_dir, k)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp.replace(p)
+    if bar:
+        bar.update(len(chunk))
 
 
 def join_shards(out_dir: str | Path, examples: Sequence[SFTExample], config: ScoreConfig

@@ -27,6 +27,7 @@ from typing import Any
 
 from ctxrely.data.schema import ConflictExample
 from ctxrely.engine.batching import left_pad, length_sorted_batches, pad_id_of
+from ctxrely.engine.distributed import inference_context
 from ctxrely.engine.prompting import build_prompts, render
 from ctxrely.models.attention import (
     base_model,
@@ -133,7 +134,7 @@ def _measure(model: Any, tokenizer: Any, ids: list[list[int]], masks: list[list[
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with capture_attention(model, reduce), torch.inference_mode():
+        with capture_attention(model, reduce), inference_context(model):  # no_grad under FSDP / ZeRO-3
             for idx in length_sorted_batches(ids, batch_size):
                 batch_ids, attn_mask, pos = left_pad([ids[j] for j in idx], pad_id_of(tokenizer), device)
                 width = batch_ids.shape[1]

@@ -185,6 +185,11 @@ def _is_zero3(model: Any) -> bool:
     return any(hasattr(p, "ds_id") for p in model.parameters())
 
 
+def is_sharded(model: Any) -> bool:
+    """Whether ``model``'s forward pass is a collective (FSDP1, FSDP2, ZeRO-3 parameters)."""
+    return _wrapper_kind(model)[0] in SHARDED
+
+
 def inference_context(model: Any) -> Any:
     """``torch.inference_mode()``, or ``torch.no_grad()`` for sharded parameters: FSDP2 keeps the
     buffers it all-gathers into, and an inference tensor there breaks the next training step.
@@ -197,7 +202,7 @@ def inference_context(model: Any) -> Any:
     """
     import torch
 
-    return torch.no_grad() if _wrapper_kind(model)[0] in SHARDED else torch.inference_mode()
+    return torch.no_grad() if is_sharded(model) else torch.inference_mode()
 
 
 class LockStep:
