@@ -299,3 +299,70 @@ def test_meta_damage_in_iter_rows_never_raises(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_bytes(b'{"a": 1}\n\xff\xfe garbage\n[1]\n{"b": 2')
     assert [r for _, r in iter_rows(p)] == [{"a": 1}]
+
+
+# -- score-data: atomic shards under meta.json (the settings, weights included) ------------------------
+
+def _score_data(model: Path, data: Path, out: Path) -> int:
+    return main(["score-data", "--model", str(model), "--data", str(data), "--out", str(out), "--shard-size", "3",
+                 "--no-attention", "--no-progress"])
+
+
+def _shards(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir())}
+
+
+@pytest.fixture
+def scored(tiny_tokenizer, tmp_path) -> tuple[Path, Path, Path]:
+    """``(model folder, data file, out)`` after one finished ``score-data`` run."""
+    from ctxrely.models.tiny import save_tiny
+    from test_diagnose_rows import write_case
+
+    model = save_tiny(tmp_path / "model", "llama", seed=0, tokenizer=tiny_tokenizer)
+    data, out = write_case(tmp_path, "a.jsonl", "alpaca"), tmp_path / "s"
+    assert _score_data(model, data, out) == 0
+    return model, data, out
+
+
+@pytest.mark.parametrize("meta", ["GARBAGE", '{"config": {"mod', "[1, 2]"])
+def test_score_data_damaged_meta_gives_one_line_and_keeps_shards(scored, meta, capsys):
+    model, data, out = scored
+    before = _shards(out)
+    (out / "meta.json").write_text(meta, encoding="utf-8")
+    capsys.readouterr()
+    assert _score_data(model, data, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "meta.json" in err and "\n" not in err
+    assert _shards(out) == before
+
+
+def test_score_data_changed_weights_at_the_same_path_are_not_resumed(scored, tiny_tokenizer, capsys):
+    from ctxrely.models.tiny import save_tiny
+
+    model, data, out = scored
+    before = _shards(out)
+    save_tiny(model, "llama", seed=1, tokenizer=tiny_tokenizer)
+    capsys.readouterr()
+    assert _score_data(model, data, out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "other settings (weights: " in err and "\n" not in err
+    assert _shards(out) == before  # kept, for the weights they were made with
+
+
+def test_score_data_damaged_shard_rows_are_scored_again_and_a_second_job_refused(scored, capsys):
+    model, data, out = scored
+    before = _shards(out)
+    first = out / "shards" / "shard-00000.jsonl"
+    first.write_text("[1, 2]\n" + first.read_text(encoding="utf-8").split("\n", 1)[1], encoding="utf-8")
+    (out / "shards" / "shard-00001.jsonl").write_bytes(before["shard-00001.jsonl"][:-20])  # torn
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / LOCK).write_text(str(other.pid))
+        capsys.readouterr()
+        assert _score_data(model, data, out) == 2
+        assert f"in use by another ctxrely run (pid {other.pid})" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+    assert _score_data(model, data, out) == 0
+    assert _shards(out) == before and not (out / LOCK).exists()

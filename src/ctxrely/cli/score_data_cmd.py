@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 NAME = "score-data"
 HELP = "score training data: response NLL with/without context (C / C+S / S) and attention context-dependency"
@@ -71,9 +72,9 @@ def _dist() -> tuple[int, int, object | None]:
 
 def run(args: argparse.Namespace) -> int:
     from ctxrely.data.sft import load_sft
-    from ctxrely.diagnose.shards import ScoreConfig, check_meta, join_shards, run_shards
-    from ctxrely.diagnose.summary import summarize
-    from ctxrely.models.load import load_model
+    from ctxrely.diagnose.shards import ScoreConfig
+    from ctxrely.engine.fingerprint import path_fingerprint
+    from ctxrely.engine.resume import RunLock
 
     data = load_sft(args.data, fmt=args.fmt, context_field=args.context_field,
                     context_template=args.context_template, limit=args.limit, skip_bad=args.skip_bad)
@@ -81,9 +82,20 @@ def run(args: argparse.Namespace) -> int:
                       context_template=args.context_template, template=args.template, batch_size=args.batch_size,
                       attn_batch_size=args.attn_batch_size, shard_size=args.shard_size,
                       attention=not args.no_attention, layer=args.layer, cs_threshold=args.cs_threshold,
-                      cs_quantile=args.cs_quantile, max_length=args.max_length)
+                      cs_quantile=args.cs_quantile, max_length=args.max_length,
+                      weights=path_fingerprint(args.model))  # re-saved weights at the same path: not resumed
     rank, world, state = _dist()
     out = Path(args.out)
+    with RunLock(out, rank, world):  # one job per --out: a second one is refused with one line
+        return _score(args, data, cfg, rank, world, state, out)
+
+
+def _score(args: argparse.Namespace, data: Any, cfg: Any, rank: int, world: int, state: Any, out: Path) -> int:
+    """The job under the run lock: settings check, this rank's shards, the join and summary."""
+    from ctxrely.diagnose.shards import check_meta, join_shards, run_shards
+    from ctxrely.diagnose.summary import summarize
+    from ctxrely.models.load import load_model
+
     if rank == 0:
         if args.overwrite and out.exists():
             for name in ("shards", "meta.json", "scores.jsonl", "summary.json"):

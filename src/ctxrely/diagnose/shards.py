@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from ctxrely.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # settings that change the numbers in a shard; a mismatch with meta.json is an error
-SHARD_KEYS = ("model", "template", "attention", "layer", "max_length", "shard_size")
+SHARD_KEYS = ("model", "weights", "template", "attention", "layer", "max_length", "shard_size")
 
 
 @dataclass
@@ -53,6 +52,9 @@ class ScoreConfig:
     cs_quantile: float | None = field(default=None, metadata={
         "help": "instead: C+S for the lowest q of nll_without among rows with context"})
     max_length: int | None = field(default=None, metadata={"help": "skip longer sequences (default: model window)"})
+    weights: str | None = field(default=None, metadata={
+        "help": "fingerprint of the weights files (ctxrely.engine.fingerprint); other weights at the same path "
+                "are not resumed"})
 
     def __post_init__(self) -> None:
         if self.shard_size < 1 or self.batch_size < 1 or self.attn_batch_size < 1:
@@ -83,10 +85,15 @@ def check_meta(out_dir: str | Path, config: ScoreConfig, source: dict[str, Any] 
     ``source`` (file type, format, columns of the scored file) lets ``ctxrely filter`` write rows back
     in their original format.
     """
+    from ctxrely.engine.resume import ResumeError, atomic_write, read_json
+
     p = Path(out_dir) / "meta.json"
     mine = {k: getattr(config, k) for k in SHARD_KEYS}
     if p.exists():
-        old = json.loads(p.read_text()).get("shard_settings", {})
+        meta = read_json(p, "the settings file of the shards there")
+        old = meta.get("shard_settings") if isinstance(meta, dict) else None
+        if not isinstance(old, dict):
+            raise ResumeError(f"{p}: no 'shard_settings' object; move it away or use another --out")
         diff = {k: (old.get(k), v) for k, v in mine.items() if old.get(k) != v}
         if diff:
             what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -94,11 +101,7 @@ def check_meta(out_dir: str | Path, config: ScoreConfig, source: dict[str, Any] 
                               "use another --out or --overwrite")
     if not write:
         return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f"meta.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"config": asdict(config), "shard_settings": mine, "source": source or {}},
-                              indent=1))
-    tmp.replace(p)
+    atomic_write(p, json.dumps({"config": asdict(config), "shard_settings": mine, "source": source or {}}, indent=1))
 
 
 def read_shard(path: Path, chunk: Sequence[SFTExample]) -> list[dict[str, Any]] | None:
@@ -106,13 +109,13 @@ def read_shard(path: Path, chunk: Sequence[SFTExample]) -> list[dict[str, Any]] 
     if not path.exists():
         return None
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     if len(rows) != len(chunk):
         return None
     for r, ex in zip(rows, chunk, strict=True):
-        if r.get("id") != ex.id or r.get("_hash") != example_hash(ex):
+        if not isinstance(r, dict) or r.get("id") != ex.id or r.get("_hash") != example_hash(ex):
             return None
     return rows
 
