@@ -34,6 +34,7 @@ COMMANDS = [
     "demo_cmd",
     "nih_cmd",
     "attention_cmd",
+    "graded_cmd",
 ]
 
 

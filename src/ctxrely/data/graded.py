@@ -5,7 +5,7 @@ control (the passage unchanged, ``degree`` 0) and one variant per step of a fixe
 
 - ``year``: moved by 1, 5, 20 or 100 years (the direction drawn per item; never below year 1);
 - ``number``: scaled by 1.1x, 1.5x, 2x, 5x or 10x, up or down (drawn per item; always up below 20;
-  decimals kept; an integer that rounds back to itself moves by one; ``meta["ratio"]`` records the factor achieved);
+  decimals kept; a step that rounds onto the previous one moves one unit further; ``meta["ratio"]`` records the factor achieved);
 - ``name``: swapped for another name of the same type (``same_type``) or an implausible one
   (``implausible``, e.g. a city where a person is asked for).
 
@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -132,13 +133,15 @@ def number_steps(text: str, rng: random.Random) -> list[Step]:
     x = float(text.replace(",", ""))
     up = rng.choice((True, False)) or x < 20  # small counts scaled down collapse onto each other
     out = []
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    unit = 10.0 ** -decimals
+    up = up or x / NUMBER_FACTORS[-1] < unit
+    prev = x
     for rank, f in enumerate(NUMBER_FACTORS, start=1):
-        decimals = len(text.split(".")[1]) if "." in text else 0
-        unit = 10.0 ** -decimals
-        new = x * f if up or x / f < unit else x / f
-        new = round(new / unit) * unit
-        if abs(new - x) < unit / 2:  # rounds back to itself: move by one unit, in the drawn direction
-            new = x + unit if up or x - unit <= 0 else x - unit
+        new = math.floor((x * f if up else x / f) / unit + 0.5) * unit
+        if (up and new < prev + unit / 2) or (not up and new > prev - unit / 2):  # rounding collapsed a step
+            new = prev + unit if up else prev - unit
+        prev = new
         value = _format_number(new, text)
         ratio = new / x if x else None
         out.append(Step(value, f, rank, f"x{f:g}", None if ratio is None else round(ratio, 4)))

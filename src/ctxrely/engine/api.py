@@ -118,6 +118,8 @@ def evaluate(
     out_dir: str | Path | None = None,
     model_name: str | None = None,
     backend: Backend | None = None,
+    prior: bool | None = None,
+    grade: bool = False,
     **overrides: Any,
 ) -> EvalResult:
     """Evaluate context reliance of an in-memory model on suites, data files or examples.
@@ -138,6 +140,10 @@ def evaluate(
             flushed after every batch.
         backend: the model backend (default: the transformers one over ``model``, with the
             settings' decode strategy).
+        prior: run the closed-book prior pass and write adoption curves (``summary["adoption"]``, by
+            ``degree`` and by ``prior`` probability; :mod:`ctxrely.engine.prior`); None: only for graded suites.
+        grade: grade the suites that are not graded yet (user files: numbers and years perturbed by
+            degree, :func:`ctxrely.data.graded.grade_suite`); skipped items are counted in ``summary["grading"]``.
         **overrides: :class:`EvalSettings` fields (``fmt``, ``mode``, ``limit``, ``max_new_tokens``,
             ``batch_size``, ``batch_tokens``, ``stop``, ``match``, ``indicator``, ``n_boot``,
             ``decode``, ``cad_alpha``, ``cad_floor``, ``steer``).
@@ -146,6 +152,9 @@ def evaluate(
 
     st = EvalSettings.build(settings, overrides)  # validated once (nothing to redo when given whole)
     suite_list = resolve_suites(suites, data, examples, st.limit, mapping)
+    from ctxrely.engine.prior import graded_suites
+
+    suite_list, reports, prior = graded_suites(suite_list, grade, prior)
     config = {"model": model_name or getattr(getattr(model, "config", None), "_name_or_path", None),
               **st.config(tokenizer),
               "suites": {s.name: {"version": s.version, "hash": s.hash} for s in suite_list}}
@@ -177,6 +186,10 @@ def evaluate(
     new = dict(gather_in_order([(i, (i, r.to_dict())) for i, r in zip(mine, scored, strict=True)]))
     rows = [done[(ex.suite, ex.id)] if i not in new else new[i] for i, ex in enumerate(all_examples)]
     result = summarize(rows, suite_list, config, n_boot=st.n_boot)
+    if prior:  # graded conflicts: the closed-book prior of each question, then the adoption curves
+        from ctxrely.engine.prior import add_adoption
+
+        add_adoption(result, model, tokenizer, suite_list, st, backend=backend, reports=reports)
     result.summary["processes"] = world
     if out_dir is not None and rank == 0:
         result.save(out_dir)

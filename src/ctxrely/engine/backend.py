@@ -67,6 +67,7 @@ class Outcome:
 
     scores: list[ContScore] = field(default_factory=list)
     text: str | None = None
+    token_logps: list[float] = field(default_factory=list)  # log-prob of each decoded token (stop tokens included)
 
 
 class Stream(Protocol):

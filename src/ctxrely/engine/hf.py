@@ -166,7 +166,9 @@ class HFBackend(Backend):
         rows = list(range(len(reqs)))  # the request behind each row of the stream
         logits = last
         while True:
-            nxt = logits.argmax(-1).tolist()
+            arg = logits.argmax(-1)
+            nxt = arg.tolist()
+            top_lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, arg[:, None])[:, 0].tolist()
             feed = list(nxt)
             for k, b in enumerate(rows):
                 r = reqs[b]
@@ -179,6 +181,7 @@ class HFBackend(Backend):
                     done[b] = True
                 else:
                     new[b].append(nxt[k])
+                    outs[b].token_logps.append(top_lp[k])
                     if len(new[b]) >= r.max_new_tokens or (stop and hit_stop(tok, new[b], stop, window)):
                         done[b] = True
             keep = [k for k, b in enumerate(rows) if not done[b]]
