@@ -110,7 +110,7 @@ def refuse_overwrite(out: str | Path, inputs: Iterable[tuple[str, str | Path | N
         >>> refuse_overwrite("a.jsonl", [("--data", "./a.jsonl")])
         Traceback (most recent call last):
         ...
-        ctxrely.errors.ConfigError: --out a.jsonl is the --data file; write to a new file so the input is kept
+        ctxrely.errors.ConfigError: --out a.jsonl is the input file (--data); write to a new file so the input is kept
     """
     o = Path(out).expanduser()
     for name, src in inputs:
@@ -124,7 +124,7 @@ def refuse_overwrite(out: str | Path, inputs: Iterable[tuple[str, str | Path | N
             except OSError:
                 same = False
         if same:
-            raise ConfigError(f"{option} {out} is the {name} file; write to a new file so the input is kept")
+            raise ConfigError(f"{option} {out} is the input file ({name}); write to a new file so the input is kept")
 
 
 def safe_name(name: str, what: str = "name") -> str:

@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from ctxrely.data.sft import read_sft_records as read_records
     from ctxrely.errors import ConfigError, DataError
     from ctxrely.mitigate.augment import augment
+    from ctxrely.paths import refuse_overwrite
 
-    if Path(args.out).resolve() == Path(args.data).resolve():
-        raise ConfigError(f"--out {args.out} is the input file; write the augmented rows to a new file")
+    refuse_overwrite(args.out, [("--data", args.data), ("--entities", args.entities)])
     if not args.ratio >= 0:
         raise ConfigError(f"--ratio must be >= 0, got {args.ratio}")
     data = load_sft(args.data, fmt=args.fmt, context_field=args.context_field,
@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"cannot read entities: {e}", path=args.entities) from None
         if not isinstance(pool, (dict, list)):
             raise DataError("expected a JSON object {type: [names]} or a list of names", path=args.entities)
+        if not any(pool.values() if isinstance(pool, dict) else pool):
+            raise DataError("no substitute names in it (an empty list or object), so no row could be "
+                            "augmented; add names, or leave --entities out to use the built-in ones",
+                            path=args.entities)
     res = augment(rows, ratio=args.ratio, seed=args.seed, entity_pool=pool, mode=args.mode, fmt=data.fmt,
                   context_field=args.context_field, context_template=args.context_template)
     write_rows(args.out, res.rows, file_type_of(args.out), columns=data.columns)

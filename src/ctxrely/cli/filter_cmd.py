@@ -40,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from ctxrely.errors import CtxrelyError
     from ctxrely.mitigate.filter import filter_rows
     from ctxrely.mitigate.indicator import apply_indicator
+    from ctxrely.paths import refuse_overwrite
 
     scores, meta = read_scores(args.scores)
     src, cfg = meta.get("source", {}), meta.get("config", {})
+    refuse_overwrite(args.out, [("the --data file scored into --scores", src.get("path")),
+                                ("--scores", Path(args.scores) / "scores.jsonl")])
     ftype = file_type_of(args.out)
     rows = [s["row"] for s in scores]
     marked: list[str] = []

@@ -68,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from ctxrely.cli.preflight import preflight
     from ctxrely.errors import CtxrelyError
 
     try:
+        preflight(args, sys.argv[1:] if argv is None else argv)  # outputs, ranges, device: before any work
         return int(args._run(args) or 0)
     except CtxrelyError as e:
         if args.debug:

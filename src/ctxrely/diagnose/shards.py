@@ -220,4 +220,10 @@ def read_scores(out_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON: {e.msg}", path=str(p), line=i) from None
-    return rows, json.loads(m.read_text())
+    try:
+        meta = json.loads(m.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"not a JSON object ({type(e).__name__}); rerun `ctxrely score-data`", path=str(m)) from None
+    if not isinstance(meta, dict):
+        raise DataError("not a JSON object; rerun `ctxrely score-data`", path=str(m))
+    return rows, meta

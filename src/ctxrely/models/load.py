@@ -45,7 +45,7 @@ def resolve_model_source(name_or_path: str) -> tuple[str, str]:
         check_model_folder(p)
         return "local", str(p)
     if _looks_like_path(name_or_path):
-        raise ModelLoadError(f"model folder not found: {name_or_path} (no such folder on this machine)")
+        raise ModelLoadError(f"model path not found: {name_or_path} (no such folder on this machine)")
     return "hub", name_or_path
 
 
@@ -98,6 +98,35 @@ def safetensors_problem(path: Path) -> str | None:
     want = 8 + n + max((e for e in ends if isinstance(e, int)), default=0)
     if want != size:
         return f"truncated or corrupt safetensors file ({size} bytes; its header describes {want})"
+    return None
+
+
+def config_layers(name_or_path: str) -> int | None:
+    """The number of decoder layers a local or converted zoo model's ``config.json`` states, without
+    loading it (None when unknown: a hub id, an unconverted zoo model, no such field)."""
+    import json
+
+    from ctxrely.models import zoo
+
+    try:
+        kind, loc = resolve_model_source(name_or_path)
+    except ModelLoadError:
+        return None
+    if kind == "zoo":
+        st = zoo.status(loc)
+        if not st["converted"]:
+            return None
+        loc = st["path"]
+    if kind == "hub":
+        return None
+    try:
+        cfg = json.loads((Path(loc) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
     return None
 
 
