@@ -1,4 +1,5 @@
-"""Layers only look down: the engine imports no higher package, the registry is a leaf, and the lab's
+"""Layers only look down: the engine imports no higher package (``steer`` included: its decode
+strategies reach the engine through ``ctxrely.registry.DECODE_STRATEGIES``), the registry is a leaf, and the lab's
 renderers depend on what they render, never back.
 
 Imports are read with ``ast`` (every ``import`` and ``from ... import``, also inside functions and
@@ -14,7 +15,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ctxrely"
-ABOVE_ENGINE = ("track", "awareness", "lab", "cli", "icl", "diagnose", "mitigate", "train", "report")
+ABOVE_ENGINE = ("track", "awareness", "lab", "cli", "icl", "diagnose", "mitigate", "train", "report", "steer")
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:

@@ -157,7 +157,14 @@ SCORERS: Registry[Any] = Registry("scorer", sources=["ctxrely.diagnose"])
 MITIGATIONS: Registry[Any] = Registry("mitigation", sources=["ctxrely.mitigate"])
 DATA_FORMATS: Registry[Any] = Registry("data format", sources=["ctxrely.data.loaders"])
 
-ALL = (SUITES, FORMATS, METRICS, SCORERS, MITIGATIONS, DATA_FORMATS)
+# The engine's decode strategies beyond plain greedy: classes taking (tokenizer, format, settings, ...).
+DECODE_STRATEGIES: Registry[Any] = Registry("decode strategy")
+DECODE_STRATEGIES.add_lazy("cad", "ctxrely.steer.cad:CADDecode",
+                           description="context-aware decoding (CAD / AdaCAD): two streams, contrasted log-probs")
+DECODE_STRATEGIES.add_lazy("pasta", "ctxrely.steer.stream:SteerDecode",
+                           description="PASTA attention steering on every model call of a batch")
+
+ALL = (SUITES, FORMATS, METRICS, SCORERS, MITIGATIONS, DATA_FORMATS, DECODE_STRATEGIES)
 
 
 def load_builtins() -> None:

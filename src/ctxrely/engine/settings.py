@@ -101,7 +101,7 @@ class EvalSettings:
 
     @property
     def intervention(self) -> Any:
-        """The active :class:`ctxrely.steer.plan.Intervention` (CAD / AdaCAD / PASTA), or None for plain."""
+        """The active :class:`ctxrely.engine.intervention.Intervention` (CAD / AdaCAD / PASTA), or None for plain."""
         return self._intervention  # type: ignore[attr-defined]
 
     def stop_list(self, default: Sequence[str] | None = None) -> list[str]:
@@ -164,12 +164,12 @@ def _check_names(changes: Mapping[str, Any]) -> None:
 
 
 def _parse_intervention(decode: str, cad_alpha: float, cad_floor: float | None, steer: Any) -> Any:
-    """An active :class:`ctxrely.steer.plan.Intervention`, or None for plain unsteered decoding."""
+    """An active :class:`ctxrely.engine.intervention.Intervention`, or None for plain unsteered decoding."""
     if decode == "plain" and steer is None:
-        from ctxrely.steer.cad import check_cad
+        from ctxrely.engine.intervention import check_cad
 
         check_cad(cad_alpha, cad_floor)
         return None
-    from ctxrely.steer.plan import Intervention
+    from ctxrely.engine.intervention import Intervention
 
     return Intervention.parse(decode, cad_alpha, cad_floor, steer)

@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
+from ctxrely.engine.intervention import check_alpha as check_alpha  # moved there
 from ctxrely.steer.heads import HeadSpec, SteerError, resolve_heads
 
 Mode = Literal["exclude", "include"]
@@ -190,12 +191,6 @@ def model_shape(model: Any) -> tuple[int, int]:
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     return int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
 
-
-def check_alpha(alpha: float) -> float:
-    """Alpha must be a finite number > 0 (1 = no steering)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise SteerError(f"steering alpha must be a finite number > 0 (e.g. 0.01), got {alpha!r}")
-    return float(alpha)
 
 
 @contextmanager

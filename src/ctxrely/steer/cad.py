@@ -23,18 +23,8 @@ from typing import Any
 
 from ctxrely.engine.backend import DecodeStrategy, Request, Stream
 from ctxrely.engine.generate import DEFAULT_STOP
+from ctxrely.engine.intervention import check_cad as check_cad  # moved there
 from ctxrely.engine.logits import ContScore
-from ctxrely.steer.heads import SteerError
-
-
-def check_cad(alpha: float, floor: float | None = None) -> None:
-    """CAD's alpha must be finite and >= 0; AdaCAD's floor in [0, ln 2]."""
-    import math
-
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha < 0:
-        raise SteerError(f"--cad-alpha must be a finite number >= 0, got {alpha!r}")
-    if floor is not None and not (isinstance(floor, (int, float)) and 0 <= floor <= math.log(2)):
-        raise SteerError(f"--cad-floor must lie in [0, ln 2 = 0.693], got {floor!r}")
 
 
 def jsd(lp: Any, lq: Any) -> Any:

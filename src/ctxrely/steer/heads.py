@@ -17,13 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ctxrely.errors import CtxrelyError
+from ctxrely.engine.intervention import SteerError as SteerError  # moved there
 
 HeadSpec = str | Path | Sequence[tuple[int, int]] | dict
-
-
-class SteerError(CtxrelyError):
-    """Bad steering input: alpha out of range, a head that does not exist, a malformed head file."""
 
 
 def resolve_heads(heads: HeadSpec, n_layers: int, n_heads: int) -> dict[int, tuple[int, ...]]:

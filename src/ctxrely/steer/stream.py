@@ -54,6 +54,13 @@ class SteerDecode:
             out[i] = sp
         return out
 
+    def prompt_spans(self, examples: Sequence[Any], texts: Sequence[str],
+                     ids: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
+        """Token spans to emphasise in rendered prompts (``texts``, token ``ids``) of ``examples``."""
+        from ctxrely.steer.spans import prompt_spans
+
+        return prompt_spans(examples, texts, ids, self.fmt, self.tokenizer, self.spec.target)
+
     def scope(self, model: Any, emphasis: Any = None) -> Any:
         """A :func:`steer_attention` context with this strategy's settings (heads resolved once)."""
         from ctxrely.steer.attention import model_shape, steer_attention
