@@ -108,14 +108,18 @@ def view(masses: Any, head: tuple[int, int] | None = None) -> dict[str, Any]:
 
 
 def answers(model: Any, tokenizer: Any, users: Sequence[str], template: str, max_new_tokens: int,
-            batch_size: int = 4) -> list[str]:
-    """The model's greedy answers to the user turns under ``template``."""
+            batch_size: int = 4, stop: Sequence[str] | None = None) -> list[str]:
+    """The model's greedy answers to the user turns under ``template`` (one backend request per turn,
+    through :func:`ctxrely.engine.backend.make_backend`; stop strings default to ``NIH_STOP``)."""
     from ctxrely.awareness.nih import encode_prompt, render_prompt
     from ctxrely.awareness.nih_run import NIH_STOP
-    from ctxrely.engine.generate import greedy_generate
+    from ctxrely.engine.backend import Request, make_backend
 
-    ids = [encode_prompt(tokenizer, render_prompt(tokenizer, u, template), template) for u in users]
-    return greedy_generate(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop=NIH_STOP, batch_size=batch_size)
+    reqs = [Request(encode_prompt(tokenizer, render_prompt(tokenizer, u, template), template), (), max_new_tokens)
+            for u in users]
+    outs = make_backend(model, tokenizer).run(reqs, stop=list(NIH_STOP if stop is None else stop),
+                                              batch_size=batch_size)
+    return [o.text or "" for o in outs]
 
 
 def partial_key(row: dict[str, Any]) -> tuple[str, Any]:
@@ -169,12 +173,24 @@ class _Partial:
 
 def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, templates: Sequence[str] = ("raw", "chat"),
                          max_new_tokens: int = 16, batch_size: int = 4, progress: bool = False,
-                         out_dir: str | Path | None = None) -> dict[str, Any]:
+                         out_dir: str | Path | None = None, settings: Any = None) -> dict[str, Any]:
     """Role shares per template (``raw`` first, so its retrieval head can be reused for ``chat``);
-    ``out_dir``: resume through ``attention.partial.jsonl`` there (see the module docstring)."""
+    ``out_dir``: resume through ``attention.partial.jsonl`` there (see the module docstring).
+
+    ``settings`` (an :class:`~ctxrely.engine.settings.EvalSettings`) gives ``max_new_tokens`` and
+    ``batch_size`` at once. The measurement is of the model as it is: a settings object with a
+    decode strategy or steering (CAD / AdaCAD / PASTA) is refused with one line.
+    """
     from ctxrely.engine.fingerprint import weights_fingerprint
     from ctxrely.provenance import config_hash
 
+    if settings is not None:
+        if settings.intervention is not None:
+            from ctxrely.errors import ConfigError
+
+            raise ConfigError("attention allocation measures the model's own attention: --decode/--steer do not "
+                              "apply (pass plain settings)")
+        max_new_tokens, batch_size = settings.max_new_tokens, settings.batch_size or batch_size
     if not users:
         raise ValueError("no prompts to measure")
     order = sorted(templates, key=lambda t: t != "raw")

@@ -45,10 +45,10 @@ def greedy_generate(
         prompt_ids: token ids per prompt (already rendered and shortened to fit).
         on_batch: called with the number of prompts finished after each batch (progress bars).
     """
-    from ctxrely.engine.hf import HFBackend
+    from ctxrely.engine.backend import make_backend
 
     done = (lambda idx, _: on_batch(len(idx))) if on_batch else None
-    return HFBackend(model, tokenizer).generate(prompt_ids, max_new_tokens, stop=stop, batch_size=batch_size,
+    return make_backend(model, tokenizer).generate(prompt_ids, max_new_tokens, stop=stop, batch_size=batch_size,
                                                 batch_tokens=batch_tokens, on_batch=done)
 
 

@@ -77,10 +77,10 @@ def score_continuations(
     on_batch: Callable[[int], None] | None = None,
 ) -> list[list[ContScore]]:
     """Score ``conts[i][j]`` (token ids) after ``prompt_ids[i]`` for every i, j."""
-    from ctxrely.engine.hf import HFBackend
+    from ctxrely.engine.backend import make_backend
 
     done = (lambda idx, _: on_batch(len(idx))) if on_batch else None
-    return HFBackend(model, tokenizer).loglikelihood(prompt_ids, conts, batch_size=batch_size,
+    return make_backend(model, tokenizer).loglikelihood(prompt_ids, conts, batch_size=batch_size,
                                                     batch_tokens=batch_tokens, on_batch=done)
 
 
