@@ -366,3 +366,48 @@ def test_score_data_damaged_shard_rows_are_scored_again_and_a_second_job_refused
         other.wait()
     assert _score_data(model, data, out) == 0
     assert _shards(out) == before and not (out / LOCK).exists()
+
+
+# -- the lab's caches and its run lock -----------------------------------------------------------------
+
+def _probe_cache(path: Path, fp: str, calls: list[int]) -> list[dict[str, Any]]:
+    from ctxrely.lab.prepare import _cached_probe
+
+    def run() -> list[dict[str, Any]]:
+        calls.append(1)
+        return [{"key": f"f{i}", "known": i % 2 == 0} for i in range(3)]
+
+    return _cached_probe(path, fp, run, n=3)
+
+
+@pytest.mark.parametrize("damage", ["torn header", "garbage header", "torn last line", "list row", "other settings"])
+def test_lab_probe_cache_damage_is_recomputed_and_the_old_file_kept(tmp_path, damage, caplog):
+    path, calls = tmp_path / "probe.jsonl", []
+    want = _probe_cache(path, "fp1", calls)
+    assert _probe_cache(path, "fp1", calls) == want and len(calls) == 1  # cached
+    lines = path.read_text(encoding="utf-8").splitlines()
+    bad = {"torn header": ['{"fingerp', *lines[1:]], "garbage header": ["GARBAGE", *lines[1:]],
+           "torn last line": [*lines[:-1], lines[-1][:7]], "list row": [lines[0], "[1]", *lines[2:]],
+           "other settings": [json.dumps({"fingerprint": "fp0"}), *lines[1:]]}[damage]
+    path.write_text("\n".join(bad), encoding="utf-8")
+    assert _probe_cache(path, "fp1", calls) == want and len(calls) == 2
+    kept = tmp_path / ("probe.fp0.jsonl" if damage == "other settings" else "probe.unreadable.jsonl")
+    assert kept.read_text(encoding="utf-8") == "\n".join(bad) and kept.name in caplog.text
+    assert _probe_cache(path, "fp1", calls) == want and len(calls) == 2  # the new cache is whole
+
+
+def test_a_second_lab_on_the_same_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "lab"
+    args = ["lab", "--preset", "quick", "--runs", "baseline", "--seeds", "0", "--set", "max_steps=2", "--out",
+            str(out), "--no-progress", "--no-report"]
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        out.mkdir()
+        (out / LOCK).write_text(str(other.pid))
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"in use by another ctxrely run (pid {other.pid})" in err and "\n" not in err
+    finally:
+        other.kill()
+        other.wait()
+    assert not (out / "data").exists()  # refused before anything was computed

@@ -75,25 +75,47 @@ def select_facts(preset: LabPreset) -> list[Any]:
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]], header: dict[str, Any] | None = None) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in ([header] if header else []) + rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """Write a cache file atomically and fsynced (:func:`ctxrely.engine.resume.atomic_write`)."""
+    from ctxrely.engine.resume import atomic_write
+
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ([header] if header else []) + rows))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The JSON-object lines of a cache file (damaged lines skipped with one line each)."""
+    from ctxrely.engine.resume import iter_rows
+
+    return [r for _, r in iter_rows(path, what="cached record")]
 
 
-def _cached_probe(path: Path, fingerprint: str, run: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def _cached_probe(path: Path, fingerprint: str, run: Callable[[], list[dict[str, Any]]],
+                  n: int | None = None) -> list[dict[str, Any]]:
+    """The probe records cached under ``fingerprint`` (``n`` of them), else ``run()``'s, then cached.
+
+    A cache of other settings, or a damaged one, is kept aside (``probe.<fingerprint>.jsonl`` /
+    ``probe.unreadable.jsonl``) with one log line, never deleted.
+    """
     if path.exists():
         rows = _read_jsonl(path)
-        if rows and rows[0].get("fingerprint") == fingerprint:
-            return rows[1:]
+        head = rows[0].get("fingerprint") if rows else None
+        body = rows[1:]
+        if head == fingerprint and (n is None or len(body) == n) and all("known" in r for r in body):
+            return body
+        _keep_aside(path, head if isinstance(head, str) and head != fingerprint else "unreadable")
     rows = run()
     _write_jsonl(path, rows, {"fingerprint": fingerprint})
     return rows
+
+
+def _keep_aside(path: Path, tag: str) -> None:
+    dest = path.with_name(f"{path.stem}.{tag}{path.suffix}")
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.stem}.{tag}{n}{path.suffix}")
+    path.replace(dest)
+    log.warning("%s: %s; kept as %s, computing it again", path,
+                "damaged or incomplete" if tag == "unreadable" else "made with other settings", dest.name)
 
 
 def prepare_data(preset: LabPreset, model: Any, tokenizer: Any, out_dir: str | Path, *, progress: bool = True,
@@ -111,7 +133,7 @@ def prepare_data(preset: LabPreset, model: Any, tokenizer: Any, out_dir: str | P
         say(f"closed-book probe of {len(facts)} facts ({preset.probe_method}, {fmt.name} format)")
         recs = _cached_probe(data_dir / "probe.jsonl", fp, lambda: probe_facts(
             model, tokenizer, facts, fmt=fmt, method=preset.probe_method,  # type: ignore[arg-type]
-            batch_size=preset.eval_batch_size, progress=progress))
+            batch_size=preset.eval_batch_size, progress=progress), n=len(facts))
         known = [f for f, r in zip(facts, recs, strict=True) if r["known"]]
     else:
         say(f"probe disabled: all {len(facts)} facts are treated as known (tiny random models only)")
@@ -153,16 +175,26 @@ def _suite_items(preset: LabPreset, model: Any, tokenizer: Any, data_dir: Path, 
     from ctxrely.data.suites import load_suite
 
     path = data_dir / "suite_probe.json"
-    doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    if doc.get("fingerprint") == fp:
-        out = {}
-        for name, ids in doc["known"].items():
-            keep = set(ids)
-            out[name] = [ex for ex in load_suite(name).examples if ex.id in keep]
-        return out
+    doc: Any = {}
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            doc = None
+        known = doc.get("known") if isinstance(doc, dict) else None
+        if isinstance(known, dict) and doc.get("fingerprint") == fp and set(known) == set(preset.eval_suites) \
+                and all(isinstance(ids, list) for ids in known.values()):
+            out = {}
+            for name, ids in known.items():
+                keep = set(map(str, ids))
+                out[name] = [ex for ex in load_suite(name).examples if ex.id in keep]
+            return out
+        fp_old = doc.get("fingerprint") if isinstance(doc, dict) else None
+        _keep_aside(path, fp_old if isinstance(fp_old, str) and isinstance(known, dict) else "unreadable")
     sets = known_suite_items(model, tokenizer, preset.eval_suites, limit=preset.eval_suite_limit,
                              exclude_answers=trained, method=preset.probe_method,
                              batch_size=preset.eval_batch_size, progress=progress)
-    path.write_text(json.dumps({"fingerprint": fp, "known": {k: [ex.id for ex in v] for k, v in sets.items()}}),
-                    encoding="utf-8")
+    from ctxrely.engine.resume import atomic_write
+
+    atomic_write(path, json.dumps({"fingerprint": fp, "known": {k: [ex.id for ex in v] for k, v in sets.items()}}))
     return sets

@@ -102,15 +102,22 @@ def run_lab(preset: LabPreset, out_dir: str | Path, *, progress: bool = True, re
         report: build ``<out>/report/index.html`` (the demo builds one combined report instead).
         say: where progress lines go (default: the log).
     """
+    from ctxrely.engine.resume import RunLock
+
+    say = say or log.info
+    out = Path(out_dir)
+    check_preset(preset, out)
+    with RunLock(out):  # one lab per folder: a second one is refused with one line
+        return _run_lab(preset, out, progress, report, say)
+
+
+def _run_lab(preset: LabPreset, out: Path, progress: bool, report: bool, say: Callable[[str], None]) -> LabOutcome:
     from ctxrely.lab.compare import compare_runs, write_comparison
     from ctxrely.lab.prepare import prepare_data
     from ctxrely.lab.variants import make_variant
     from ctxrely.models.load import load_model
     from ctxrely.train.sft import run_train
 
-    say = say or log.info
-    out = Path(out_dir)
-    check_preset(preset, out)
     outcome = LabOutcome(out_dir=out)
     model_name = resolve_model(preset, out)
     say(f"loading {preset.model}")
