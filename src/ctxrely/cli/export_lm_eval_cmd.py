@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ctxrely.cli.eval_cmd import add_source_arguments
+from ctxrely.cli.options import add_indicator_argument, add_source_arguments
 
 NAME = "export-lm-eval"
 HELP = "write lm-eval task YAMLs (generate_until + multiple_choice, with helpers) for the suites"
@@ -22,7 +22,7 @@ HELP = "write lm-eval task YAMLs (generate_until + multiple_choice, with helpers
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="output folder; pass it to lm_eval as --include_path")
     add_source_arguments(p.add_argument_group("what to export (default: every built-in suite)"))
-    p.add_argument("--format", default="raw", help="prompt format name or a template with {context}/{question}")
+    p.add_argument("--format", "--prompt-format", dest="format", default="raw", help="prompt format name or a template with {context}/{question}")
     p.add_argument("--tokenizer", default=None,
                    help="model folder, zoo name or hub id whose tokenizer renders chat formats and, with its "
                         "config, sets the window contexts are shortened to (as ctxrely eval does)")
@@ -32,35 +32,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32, help="max_gen_toks of the generate task")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable; replaces defaults)")
     p.add_argument("--match", default="squad", choices=["squad", "raw"], help="answer matching")
-    p.add_argument("--indicator", nargs="?", const="[IND]", default=None,
-                   help="append an indicator token to each question (default token: [IND])")
+    add_indicator_argument(p)
     p.add_argument("--limit", type=int, default=None, help="first n examples of each suite")
     p.add_argument("--prefix", default="ctxrely", help="task-name prefix; also the name of the top group")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctxrely.cli.options import settings_from_args
     from ctxrely.errors import ConfigError
     from ctxrely.integrations.lmeval.export import export_lm_eval
-    from ctxrely.prompts import get_format
+
     suites = [s.strip() for s in args.suites.split(",") if s.strip()] if args.suites else None
-    fmt = get_format(args.format)
+    settings = settings_from_args(args, mode="generate")  # --format/--max-new-tokens/--stop/--match/--limit
+    fmt = settings.prompt_format
     if args.max_length is not None and not args.tokenizer:
         raise ConfigError("--max-length needs --tokenizer (contexts are shortened in that tokenizer's tokens)")
     if fmt.chat and not args.tokenizer:
         raise ConfigError(f"format {fmt.name!r} renders through a chat template: pass --tokenizer MODEL")
-    if args.max_new_tokens < 1:
-        raise ConfigError("--max-new-tokens must be >= 1")
     mapping = None
     if args.mapping:
         from ctxrely.data.loaders import parse_mapping
 
         mapping = parse_mapping(args.mapping)
     tok, window = (None, None) if not args.tokenizer else _load_tokenizer(args.tokenizer, args.trust_remote_code)
-    tasks = export_lm_eval(args.dir, suites, data=args.data,
-                           mapping=mapping, fmt=fmt,
-                           tokenizer=tok, max_length=args.max_length or window, max_new_tokens=args.max_new_tokens,
-                           stop=args.stop, match=args.match, indicator=args.indicator, limit=args.limit,
-                           prefix=args.prefix)
+    tasks = export_lm_eval(args.dir, suites, data=args.data, mapping=mapping, tokenizer=tok,
+                           max_length=args.max_length or window, prefix=args.prefix, settings=settings)
     _print(tasks, Path(args.dir), args.prefix)
     return 0
 

@@ -113,6 +113,7 @@ def export_lm_eval(
     indicator: str | None = None,
     limit: int | None = None,
     prefix: str = "ctxrely",
+    settings: Any = None,
 ) -> list[ExportedTask]:
     """Write lm-eval task folders for suites, data files or examples; return what was written.
 
@@ -124,11 +125,17 @@ def export_lm_eval(
         max_length: with ``tokenizer``, shorten contexts to fit this window (as ``ctxrely eval``).
         max_new_tokens, stop: generation settings of the ``_gen`` task (stop: ctxrely's defaults).
         prefix: task-name prefix; the top group is called ``prefix``.
+        settings: an :class:`~ctxrely.engine.settings.EvalSettings` giving ``fmt``, ``max_new_tokens``,
+            ``stop``, ``match``, ``indicator`` and ``limit`` at once (the same object ``evaluate`` takes).
     """
     from ctxrely.engine.api import resolve_suites
     from ctxrely.paths import safe_name
 
     safe_name(prefix, "--prefix")  # it names files in out_dir: no '/', '..' or other path parts
+    if settings is not None:
+        fmt, max_new_tokens, match, indicator = (settings.prompt_format, settings.max_new_tokens, settings.match,
+                                                 settings.indicator)
+        stop, limit = settings.stop, settings.limit
     pf = fmt if isinstance(fmt, PromptFormat) else get_format(fmt)
     if suites is None and data is None and not examples:
         from ctxrely.registry import SUITES
