@@ -411,3 +411,35 @@ def test_a_second_lab_on_the_same_out_is_refused(tmp_path, capsys):
         other.kill()
         other.wait()
     assert not (out / "data").exists()  # refused before anything was computed
+
+
+# -- the training callback's trajectory ---------------------------------------------------------------
+
+def test_trajectory_torn_line_then_append_then_resume_fuses_nothing(tmp_path):
+    from ctxrely.track.trajectory import TrajectoryStore
+
+    st = TrajectoryStore(tmp_path)
+    st.append({"step": 0, "v": 0}, [{"suite": "a", "id": "1"}])
+    for p in (st.path, st.examples_path):  # a kill mid-write of step 5
+        with open(p, "a", encoding="utf-8") as f:
+            f.write('{"step": 5, "v')
+    st.append({"step": 5, "v": 5}, [{"suite": "a", "id": "1"}])  # the restarted run writes step 5 again
+    st.append({"step": 10, "v": 10})
+    assert [r["step"] for r in st.prepare(resume_step=10)] == [0, 5, 10]
+    assert [r["step"] for r in st.example_rows()] == [0, 5]
+
+
+@pytest.mark.parametrize("bad", ["GARBAGE", "[1, 2]", '{"v": 1}'])
+def test_trajectory_hand_damage_is_one_line(tmp_path, bad):
+    from ctxrely.errors import DataError
+    from ctxrely.track.trajectory import TrajectoryStore
+
+    st = TrajectoryStore(tmp_path)
+    st.append({"step": 0})
+    st.append({"step": 5})
+    lines = st.path.read_text(encoding="utf-8").splitlines()
+    st.path.write_text("\n".join([lines[0], bad, lines[1]]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="trajectory.jsonl") as e:
+        st.prepare(resume_step=5)
+    assert "\n" not in str(e.value)
+    assert st.path.read_text(encoding="utf-8").splitlines()[1] == bad  # nothing rewritten

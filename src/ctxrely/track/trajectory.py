@@ -56,8 +56,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped with a warning.
 
     Raises:
-        ValueError: a line other than the last is not JSON (naming file and line).
+        DataError: (a ``ValueError``) a line other than the last is not a JSON object, or a row has
+            no ``step`` (one line naming file and line: a hand edit, since appends repair torn lines).
     """
+    from ctxrely.errors import DataError
+
     if not path.exists():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -71,11 +74,30 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             if i == len(lines):
                 log.warning("%s line %d: torn last line skipped (%s)", path, i, e)
                 continue
-            raise ValueError(f"{path}, line {i}: not valid JSON ({e})") from e
+            raise DataError(f"not valid JSON ({e.msg}); fix or remove the line", path=str(path), line=i) from None
+        if not isinstance(rows[-1], dict):
+            raise DataError("not a JSON object; fix or remove the line", path=str(path), line=i)
+    return rows
+
+
+def read_steps(path: Path) -> list[dict[str, Any]]:
+    """:func:`read_jsonl` for files of evaluations: every row needs a numeric ``step`` (one line if not)."""
+    from ctxrely.errors import DataError
+
+    rows = read_jsonl(path)
+    for r in rows:
+        if not isinstance(r.get("step"), (int, float)) or isinstance(r.get("step"), bool):
+            raise DataError(f"a row without a numeric 'step' ({json.dumps(r)[:60]}); fix or remove it",
+                            path=str(path))
     return rows
 
 
 def _write_lines(path: Path, rows: Iterable[dict[str, Any]], mode: str = "w") -> None:
+    """Write (or append: a torn last line is cut first, so rows never fuse) and fsync."""
+    if mode == "a":
+        from ctxrely.engine.resume import repair_tail
+
+        repair_tail(path)
     with open(path, mode, encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(_clean(r), ensure_ascii=False) + "\n")
@@ -100,13 +122,13 @@ class TrajectoryStore:
 
     def rows(self) -> list[dict[str, Any]]:
         """Every evaluation row, in file order."""
-        return read_jsonl(self.path)
+        return read_steps(self.path)
 
     def example_rows(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.examples_path)
+        return read_steps(self.examples_path)
 
     def superseded(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.path.with_suffix(".superseded.jsonl"))
+        return read_steps(self.path.with_suffix(".superseded.jsonl"))
 
     def steps(self) -> set[int]:
         return {int(r["step"]) for r in self.rows()}
@@ -121,7 +143,7 @@ class TrajectoryStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         kept: list[dict[str, Any]] = []
         for path in (self.path, self.examples_path):
-            rows = read_jsonl(path)
+            rows = read_steps(path)
             keep = [r for r in rows if resume_step > 0 and int(r["step"]) <= resume_step]
             # one row per step: the last write of a step wins (it is the one the checkpoint followed)
             by_step = {int(r["step"]): r for r in keep}
