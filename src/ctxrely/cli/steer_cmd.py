@@ -17,7 +17,7 @@ HELP = "PASTA head profiling and a plain / CAD / AdaCAD / PASTA comparison with 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ctxrely.cli.eval_cmd import add_model_arguments, add_source_arguments
+    from ctxrely.cli.options import add_model_arguments, add_source_arguments
 
     sub = p.add_subparsers(dest="steer_command", metavar="{profile,compare}", required=True)
     prof = sub.add_parser("profile", help="rank attention heads by the metric gain when steered (PASTA profiling)")
@@ -78,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise SteerError(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    from ctxrely.cli.options import settings_from_args
+
+    settings = settings_from_args(args, n_boot=200)  # --format/--limit/--mode/--max-new-tokens/--batch-size
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
-    rows = compare(model, tok, [s for s in objs], limit=args.limit, fmt=fmt, mode=args.mode, heads=args.heads,
-                   out=args.out, variants=variants, max_new_tokens=args.max_new_tokens,
-                   batch_size=args.batch_size, progress=not args.no_progress)
+    rows = compare(model, tok, [s for s in objs], heads=args.heads, out=args.out, variants=variants,
+                   progress=not args.no_progress, settings=settings)
     print(markdown(rows))
     print(f"wrote {args.out}/table.md and table.json")
     return 0

@@ -49,21 +49,30 @@ def no_conflict(suite: Suite) -> Suite:
 def compare(model: Any, tok: Any, suites: Sequence[str | Suite], *, data: Sequence[str] = (), limit: int = 40,
             fmt: str = "raw", mode: str = "both", heads: str | None = None, out: str | Path = "runs/steer-compare",
             variants: Sequence[str] = tuple(VARIANTS), max_new_tokens: int = 16, batch_size: int = 16,
-            progress: bool = True) -> list[dict[str, Any]]:
-    """One row per (suite, variant): conflict metrics and the control's accuracy."""
-    from ctxrely.engine.api import evaluate, resolve_suites
+            progress: bool = True, settings: Any = None) -> list[dict[str, Any]]:
+    """One row per (suite, variant): conflict metrics and the control's accuracy.
 
-    base = resolve_suites(list(suites), list(data) or None, None, limit)
+    ``settings`` (an :class:`~ctxrely.engine.settings.EvalSettings`) replaces ``limit``/``fmt``/``mode``/
+    ``max_new_tokens``/``batch_size``; each variant is it with that variant's decode strategy, run by
+    :func:`ctxrely.evaluate` (so every variant decodes exactly as ``ctxrely eval --decode/--steer``).
+    """
+    from ctxrely.engine.api import evaluate, resolve_suites
+    from ctxrely.engine.settings import EvalSettings
+
+    if settings is None:
+        settings = EvalSettings(fmt=fmt, mode=mode, limit=limit, max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
+                                batch_size=batch_size, n_boot=200)
+    base = resolve_suites(list(suites), list(data) or None, None, settings.limit)
     all_suites = base + [c for c in (no_conflict(s) for s in base) if c.examples]
     rows: list[dict[str, Any]] = []
     for name in variants:
         kw = {k: (v.format(heads=heads) if isinstance(v, str) else v) for k, v in VARIANTS[name].items()}
         if "{heads}" in str(VARIANTS[name]) and not heads:
             continue  # profiled heads need a head file
-        flat = _finished(Path(out) / name, all_suites, mode, kw)
+        variant = settings.replace(**{"decode": "plain", "cad_alpha": 1.0, "cad_floor": None, "steer": None, **kw})
+        flat = _finished(Path(out) / name, all_suites, variant)
         if flat is None:
-            res = evaluate(model, tok, all_suites, fmt=fmt, mode=mode, max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
-                           batch_size=batch_size, n_boot=200, progress=progress, out_dir=Path(out) / name, **kw)
+            res = evaluate(model, tok, all_suites, settings=variant, progress=progress, out_dir=Path(out) / name)
             flat = res.summary["flat"]
         for s in base:
             rows.append({"suite": s.name, "variant": name, "n": len(s.examples),
@@ -77,18 +86,16 @@ def compare(model: Any, tok: Any, suites: Sequence[str | Suite], *, data: Sequen
     return rows
 
 
-def _finished(folder: Path, suites: Sequence[Suite], mode: str, kw: dict[str, Any]) -> dict[str, Any] | None:
+def _finished(folder: Path, suites: Sequence[Suite], settings: Any) -> dict[str, Any] | None:
     """The flat metrics of a finished run of this variant on these suites, or None (run it)."""
-    from ctxrely.steer.plan import Intervention
-
     path = folder / "summary.json"
     if not path.exists():
         return None
     summary = json.loads(path.read_text(encoding="utf-8"))
     cfg = summary.get("config", {})
-    iv = Intervention.parse(**kw)
+    iv = settings.intervention
     same = (cfg.get("suites") == {s.name: {"version": s.version, "hash": s.hash} for s in suites}
-            and cfg.get("mode") == mode and cfg.get("intervention") == (iv.config() if iv.active else None))
+            and cfg.get("mode") == settings.mode and cfg.get("intervention") == (None if iv is None else iv.config()))
     return summary["flat"] if same else None
 
 
