@@ -74,9 +74,10 @@ def weights_fingerprint(model: Any) -> str | None:
     with torch.no_grad():
         for name, p in params():
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
-            if p.numel() == 0 or p.device.type == "meta":
+            local = p.to_local() if hasattr(p, "to_local") else p  # a DTensor: this rank's shard, no collective
+            if local.numel() == 0 or local.device.type == "meta":
                 continue
-            flat = p.detach().reshape(-1)
+            flat = local.detach().reshape(-1)
             step = max(1, flat.numel() // SAMPLES)
             samples.append(flat[::step][:SAMPLES].float())
     if not samples:  # parameters sharded away: the folder it came from
