@@ -160,6 +160,20 @@ def _resume_arg(cfg: TrainConfig, out: Path) -> str | bool | None:
     return cfg.resume
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No datasets progress bars inside the block (restored after it)."""
+    import datasets
+
+    was_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
 def run_train(
     cfg: TrainConfig,
     *,
@@ -260,8 +274,9 @@ def run_train(
         use_cpu=device == "cpu", completion_only_loss=cfg.completion_only_loss,
         bf16=cfg.dtype == "bfloat16" and device != "cpu", fp16=cfg.dtype == "float16" and device != "cpu",
         disable_tqdm=not progress)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
-                               processing_class=tokenizer, peft_config=peft_config)
+    with contextlib.nullcontext() if progress else _quiet_datasets():  # SFTTrainer tokenizes with datasets.map
+        trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(sft_rows),
+                                   processing_class=tokenizer, peft_config=peft_config)
     trainer.compact = cfg.compact_lm_head
     if not progress:  # disable_tqdm swaps the bar for a callback that prints every log dict: drop it too
         from transformers import PrinterCallback
