@@ -17,6 +17,10 @@ HELP = "attention allocation per token role (bos/user/template/assistant), with 
 TEMPLATE_CHOICES = ("chat", "raw", "both")
 
 
+def _template(name: str) -> str:
+    return "raw" if name == "plain" else name  # score-data calls the bare-text rendering "plain"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ctxrely.cli.options import add_indicator_argument, add_model_arguments
 
@@ -25,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--data", default=None, help="a data file (SQuAD/DROP/QuAC/CoQA JSON, conflict data, JSONL)")
     src.add_argument("--nih", action="store_true", help="needle-in-a-haystack prompts (see --lengths/--depths)")
     p.add_argument("--mapping", default=None, help="column mapping for generic JSONL/CSV (as ctxrely eval)")
-    p.add_argument("--template", default="both", help="chat, raw or both (default)")
+    p.add_argument("--template", default="both", type=_template,
+                   help="chat, raw (plain is accepted, as in score-data) or both (default)")
     p.add_argument("--limit", type=int, default=16, help="first n examples of --data (default 16)")
     p.add_argument("--lengths", default="500,1000", help="--nih context lengths (default 500,1000)")
     p.add_argument("--depths", default="0,50,100", help="--nih needle depths (default 0,50,100)")
@@ -72,14 +77,14 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1 or args.max_new_tokens < 1:
         raise NIHError("--limit and --max-new-tokens must be >= 1")
     templates = ("raw", "chat") if args.template == "both" else (args.template,)
+    from ctxrely.cli.options import settings_from_args
+
+    settings = settings_from_args(args, mode="generate", batch_size=4)  # --limit/--max-new-tokens/--indicator
     user_turns(args)  # check the data (or the grid) before the slow model load
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code)
     if "chat" in templates and not getattr(tok, "chat_template", None):
         raise NIHError(f"{args.model} has no chat template; use --template raw")
     users = user_turns(args, tok)
-    from ctxrely.cli.options import settings_from_args
-
-    settings = settings_from_args(args, mode="generate", batch_size=4)  # --limit/--max-new-tokens/--indicator
     out = Path(args.out or f"runs/attention-{Path(args.model).name}")
     s = attention_allocation(model, tok, users, templates=templates, settings=settings,
                              progress=not args.no_progress, out_dir=out)  # resumes an interrupted run

@@ -26,7 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="contrastive: chance that the similar slot is a near-duplicate of the target (default 0.1)")
     p.add_argument("--similarity", default="chrf", help="bm25, chrf (default) or embed (see docs/icl.md)")
     p.add_argument("--seed", type=int, default=0, help="random seed (the output is deterministic for a seed)")
-    p.add_argument("--format", default="alpaca", help="alpaca (default), chat or prompt-completion")
+    from ctxrely.cli.options import add_renamed_argument
+
+    add_renamed_argument(p, "--row-format", "--format", dest="format", default="alpaca",
+                         help="layout of the written rows: alpaca (default), chat or prompt-completion")
     p.add_argument("--prompt-format", default="raw", help="prompt-completion only: the ctxrely prompt format (raw)")
     p.add_argument("--out", required=True, help="output JSONL")
     p.add_argument("--probes", default=None, metavar="DIR",

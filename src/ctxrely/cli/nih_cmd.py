@@ -15,11 +15,17 @@ NAME = "nih"
 HELP = "needle in a haystack: keyword recall per context length and needle depth (summary.json + heatmap)"
 
 
+def _template(name: str) -> str:
+    return "raw" if name == "plain" else name  # score-data calls the bare-text rendering "plain"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ctxrely.cli.options import add_indicator_argument, add_intervention_arguments, add_model_arguments
 
     add_model_arguments(p)
-    p.add_argument("--template", default="chat", help="chat (the tokenizer's chat template), raw (bare text) or qa (bare text, then a plain Answer: cue)")
+    p.add_argument("--template", default="chat", type=_template,
+                   help="chat (the tokenizer's chat template), raw (bare text; plain is accepted, as in "
+                        "score-data) or qa (bare text, then a plain Answer: cue)")
     p.add_argument("--lengths", default="1000,2000,4000",
                    help="context lengths in the model's tokens: a,b,c or start:stop:count (default 1000,2000,4000)")
     p.add_argument("--depths", default="0,50,100", help="needle depths in percent: a,b,c or start:stop:count")

@@ -42,11 +42,52 @@ def add_source_arguments(g: Container) -> None:
                    help="column mapping for generic JSONL/CSV, e.g. context=passage,question=q,cf_answer=a")
 
 
+class _RenamedFlag(argparse.Action):
+    """A flag's former name: stores into the new flag's ``dest`` and says the new name on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kw: Any) -> None:
+        super().__init__(option_strings, dest, **kw)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        import sys
+
+        print(f"warning: {option_string} is deprecated in `{parser.prog}`; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_argument(p: Container, new: str, old: str, **kw: Any) -> None:
+    """Add flag ``new``; its former name ``old`` still works (hidden, with a deprecation line).
+
+    Example:
+        >>> p = argparse.ArgumentParser(prog="x")
+        >>> add_renamed_argument(p, "--row-format", "--format", dest="fmt", default="auto")
+        >>> p.parse_args(["--row-format", "alpaca"]).fmt
+        'alpaca'
+    """
+    dest = kw.pop("dest", None) or new.lstrip("-").replace("-", "_")
+    p.add_argument(new, dest=dest, **kw)
+    p.add_argument(old, dest=dest, action=_RenamedFlag, new=new, type=kw.get("type"), choices=kw.get("choices"),
+                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _row_format(name: str) -> str:
+    from ctxrely.data.sft import row_format_name
+
+    return row_format_name(name)
+
+
 def add_sft_data_arguments(p: Container) -> None:
-    """--data/--format/--context-field/--context-template of training files (score-data, augment)."""
+    """--data/--row-format/--context-field/--context-template of training files (score-data, augment).
+
+    ``--row-format`` (the layout of a training row) was ``--format`` in these commands, where it
+    meant something else than ``eval``'s prompt format; ``--format`` still works here.
+    """
     p.add_argument("--data", required=True, help="training file: .jsonl, .json or .csv")
-    p.add_argument("--format", dest="fmt", default="auto",
-                   choices=["auto", "alpaca", "messages", "prompt_completion"], help="row format (default: detect)")
+    add_renamed_argument(p, "--row-format", "--format", dest="fmt", default="auto", type=_row_format,
+                         choices=["auto", "alpaca", "messages", "prompt_completion"],
+                         help="row layout (default: detect); prompt-completion and chat are accepted spellings")
     p.add_argument("--context-field", default=None,
                    help="top-level field holding the context (Alpaca: input; others: 'context' if present)")
     p.add_argument("--context-template", default=None,
@@ -62,7 +103,8 @@ def add_indicator_argument(p: Container) -> None:
 def add_eval_arguments(p: Container, *, mode: str = "both", max_new_tokens: int = 32,
                        limit: int | None = None, batch_size: int | None = None) -> None:
     """The flags of one evaluation (``ctxrely eval``; ``steer compare`` takes a subset by its defaults)."""
-    p.add_argument("--format", default="raw", help="prompt format name or a template with {context}/{question}")
+    p.add_argument("--format", "--prompt-format", dest="format", default="raw",
+                   help="prompt format name or a template with {context}/{question}")
     p.add_argument("--mode", default=mode, choices=["generate", "logits", "both"])
     p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
     p.add_argument("--batch-size", type=int, default=batch_size,

@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """--data/--format/--context-field/--context-template, shared with ``ctxrely augment``."""
-    p.add_argument("--data", required=True, help="training file: .jsonl, .json or .csv")
-    p.add_argument("--format", dest="fmt", default="auto",
-                   choices=["auto", "alpaca", "messages", "prompt_completion"], help="row format (default: detect)")
-    p.add_argument("--context-field", default=None,
-                   help="top-level field holding the context (Alpaca: input; others: 'context' if present)")
-    p.add_argument("--context-template", default=None,
-                   help="template matched against the user turn, e.g. 'Context: {context}\\n\\nQuestion: {question}'")
+    """--data/--row-format/--context-field/--context-template, shared with ``ctxrely augment``."""
+    from ctxrely.cli.options import add_sft_data_arguments
+
+    add_sft_data_arguments(p)
+
+
+def _template(name: str) -> str:
+    return "plain" if name == "raw" else name  # nih / attention call the bare-text rendering "raw"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,8 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     add_data_arguments(p)
     p.add_argument("--out", required=True, help="output folder (resumes when it holds shards)")
-    p.add_argument("--template", default="auto", choices=["auto", "chat", "plain"],
-                   help="how rows become model input: chat template, Alpaca/plain text, or auto by format")
+    p.add_argument("--template", default="auto", choices=["auto", "chat", "plain"], type=_template,
+                   help="how rows become model input: chat template, Alpaca/plain text (raw is accepted for "
+                        "plain, as in ctxrely nih), or auto by format")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     p.add_argument("--attn-batch-size", type=int, default=4, help="sequences per forward pass (attention)")
     p.add_argument("--shard-size", type=int, default=256, help="examples per shard (unit of resumption)")

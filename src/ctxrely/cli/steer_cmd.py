@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for q in (prof, cmp_):
         add_model_arguments(q)
         add_source_arguments(q)
-        q.add_argument("--format", default="raw", help="prompt format (raw, chat, alpaca, ...)")
+        q.add_argument("--format", "--prompt-format", dest="format", default="raw", help="prompt format (raw, chat, alpaca, ...)")
         q.add_argument("--limit", type=int, default=16, help="examples per suite")
         q.add_argument("--batch-size", type=int, default=16)
         q.add_argument("--out", required=True, help="head file (profile) or output folder (compare)")

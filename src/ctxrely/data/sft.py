@@ -35,11 +35,24 @@ from ctxrely.data.records import Record, columns_of, file_layout, read_file_reco
 from ctxrely.data.sft_context import Path_, TemplateMatch, get_path, match_template, set_path
 from ctxrely.errors import DataError
 
-__all__ = ["FORMATS", "SFTData", "SFTExample", "TemplateMatch", "as_examples", "detect_format", "example_hash",
-           "get_path", "load_sft", "match_template", "parse_row", "read_sft_records", "set_path"]
+__all__ = ["FORMATS", "ROW_FORMATS", "SFTData", "SFTExample", "TemplateMatch", "as_examples", "detect_format",
+           "example_hash", "get_path", "load_sft", "match_template", "parse_row", "read_sft_records", "row_format_name", "set_path"]
 
 Fmt = Literal["alpaca", "messages", "prompt_completion"]
-FORMATS = ("alpaca", "messages", "prompt_completion")
+ROW_FORMATS = ("alpaca", "messages", "prompt_completion")  # layouts of training rows (not prompt formats)
+FORMATS = ROW_FORMATS  # former name, kept
+_ROW_FORMAT_SPELLINGS = {"prompt-completion": "prompt_completion", "chat": "messages"}
+
+
+def row_format_name(name: str) -> str:
+    """The canonical name of a row layout: ``prompt-completion`` and ``prompt_completion`` are one
+    layout, and so are ``chat`` and ``messages`` (other names pass through unchanged).
+
+    Example:
+        >>> row_format_name("prompt-completion"), row_format_name("chat"), row_format_name("auto")
+        ('prompt_completion', 'messages', 'auto')
+    """
+    return _ROW_FORMAT_SPELLINGS.get(name, name)
 log = logging.getLogger(__name__)
 
 
@@ -162,6 +175,7 @@ def _messages(r: _Row, key: str, value: Any) -> list[dict[str, str]]:
 def parse_row(raw: dict[str, Any], *, fmt: str, index: int, line: int = 0, path: str = "<rows>",
               context_field: str | None = None, context_template: str | None = None) -> SFTExample:
     """Normalize one raw row (see the module docstring for where the context comes from)."""
+    fmt = row_format_name(fmt)
     r = _Row(raw, path, line)
     rid = str(raw["id"]) if raw.get("id") not in (None, "") else str(index)
     if fmt == "alpaca":
@@ -244,6 +258,7 @@ def load_sft(path: str | Path, *, fmt: str = "auto", context_field: str | None =
     rows, ftype, columns = read_sft_records(path)
     if not rows:
         raise DataError("no rows", path=str(path))
+    fmt = row_format_name(fmt)
     if fmt == "auto":
         fmt = detect_format(rows[0][1], str(path), rows[0][0])
     elif fmt not in FORMATS:

@@ -30,7 +30,19 @@ from ctxrely.icl.buckets import bucket_of
 from ctxrely.icl.sampling import STRATEGIES, Demo, compose
 from ctxrely.icl.similarity import SIMILARITIES, similarity_matrix
 
-ROW_FORMATS = ("alpaca", "chat", "prompt-completion")
+ROW_FORMATS = ("alpaca", "chat", "prompt-completion")  # layouts of the written training rows
+_SPELLINGS = {"prompt_completion": "prompt-completion", "messages": "chat"}  # ctxrely.data.sft's names
+
+
+def row_format(fmt: str) -> str:
+    """This module's name of a row layout; the SFT reader's spellings (``prompt_completion``,
+    ``messages``) are accepted too.
+
+    Example:
+        >>> row_format("prompt_completion"), row_format("alpaca")
+        ('prompt-completion', 'alpaca')
+    """
+    return _SPELLINGS.get(fmt, fmt)
 
 
 def render_demos(demos: Sequence[Demo | dict[str, Any]]) -> str:
@@ -74,8 +86,9 @@ def check_params(k: int, p: float, eps: float, strategy: str, similarity: str, f
     if similarity not in SIMILARITIES:
         raise DataError(f"unknown similarity {similarity!r}; choose from {', '.join(SIMILARITIES)}", path=path,
                         field="--similarity")
-    if fmt not in ROW_FORMATS:
-        raise DataError(f"unknown format {fmt!r}; choose from {', '.join(ROW_FORMATS)}", path=path, field="--format")
+    if row_format(fmt) not in ROW_FORMATS:
+        raise DataError(f"unknown row format {fmt!r}; choose from {', '.join(ROW_FORMATS)}", path=path,
+                        field="--row-format")
     for name, v in (("--p", p), ("--eps", eps)):
         if not 0.0 <= v <= 1.0:
             raise DataError(f"{v} is outside [0, 1]", path=path, field=name)
@@ -92,6 +105,7 @@ def format_row(context: str, question: str, output: str, fmt: str, prompt_format
     from ctxrely.engine.prompting import continuation
     from ctxrely.prompts import get_format
 
+    fmt = row_format(fmt)
     if fmt == "alpaca":
         return {"instruction": question, "input": context, "output": output}
     if fmt == "chat":
