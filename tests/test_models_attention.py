@@ -1,5 +1,5 @@
 """The one attention module: per-layer hooks give the same shares as ``output_attentions=True`` on
-several architectures; PEFT and DDP wrappers unwrap; a shortened context is measured and counted;
+several architectures; PEFT, DDP and FSDP wrappers unwrap (gloo, one process); a shortened context is measured and counted;
 the eager switch and the hooks are undone after an exception."""
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ def test_shortened_context_is_measured_and_counted(models, tiny_tokenizer):
         assert not any(old)  # the old text.find lookup found nothing here: the example was dropped
 
 
-def test_peft_and_ddp_wrappers_unwrap(tiny_tokenizer, tmp_path):
+def test_peft_ddp_and_fsdp_wrappers_unwrap(tiny_tokenizer, tmp_path):
     peft = pytest.importorskip("peft")
     import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from ctxrely.engine.attention import context_attention
@@ -142,6 +143,13 @@ def test_peft_and_ddp_wrappers_unwrap(tiny_tokenizer, tmp_path):
             assert base is model and model.config._attn_implementation == "eager"
         assert model.config._attn_implementation == "sdpa"
         assert context_attention(ddp, tiny_tokenizer, _examples()) == pytest.approx(plain, abs=1e-6)
+        fsdp = FSDP(tiny_model("llama", tokenizer=tiny_tokenizer)[0], device_id=torch.device("cpu"))
+        inner = fsdp.module
+        assert base_model(fsdp) is inner and len(attention_layers(fsdp)) == 2
+        with eager_attention(fsdp):
+            assert inner.config._attn_implementation == "eager"
+        assert inner.config._attn_implementation == "sdpa"
+        assert context_attention(fsdp, tiny_tokenizer, _examples()) == pytest.approx(plain, abs=1e-6)
     finally:
         dist.destroy_process_group()
 
