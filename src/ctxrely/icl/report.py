@@ -31,6 +31,15 @@ def _mean(vals: Sequence[float | None]) -> float | None:
     return sum(v) / len(v) if v else None
 
 
+def _se(vals: Sequence[float | None]) -> float | None:
+    """Standard error of the mean over seeds (None below two values)."""
+    v = [x for x in vals if x is not None]
+    if len(v) < 2:
+        return None
+    m = sum(v) / len(v)
+    return (sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v)) ** 0.5
+
+
 def _word_level(run_dir: Path, suite: str, score: Any) -> dict[int, float]:
     """Per evaluated step, ``sum(score(item, output)) / sum(weight)`` over the suite's logged outputs."""
     items = {}
@@ -93,8 +102,12 @@ def collect(out: Path, strategies: Sequence[str]) -> dict[str, Any]:
         steps = sorted(set.intersection(*(set(r["steps"]) for r in mine)))
         curves = {name: [_mean([r["scores"][r["steps"].index(s)][name] for r in mine]) for s in steps]
                   for name in mine[0]["scores"][0]}
-        per[st] = {"n_seeds": len(mine), "steps": steps, "curves": curves,
-                   "step0": {k: v[0] for k, v in curves.items()}, "final": {k: v[-1] for k, v in curves.items()}}
+        finals = {k: [r["scores"][r["steps"].index(steps[-1])][k] for r in mine] for k in curves}
+        per[st] = {"n_seeds": len(mine), "seeds": sorted(int(n.rsplit("-s", 1)[1]) for n, r in runs.items()
+                                                          if r["strategy"] == st),
+                   "steps": steps, "curves": curves, "step0": {k: v[0] for k, v in curves.items()},
+                   "final": {k: v[-1] for k, v in curves.items()},
+                   "final_se": {k: _se(v) for k, v in finals.items()}}
     return {"runs": runs, "per_strategy": per}
 
 
@@ -142,13 +155,22 @@ def plot_probes(per: dict[str, Any], out: Path) -> list[Path]:
     return save_figure(fig, out, "icl_probes")
 
 
+def _cell(d: dict[str, Any], c: str) -> str:
+    if d["final"].get(c) is None:
+        return "-"
+    se = (d.get("final_se") or {}).get(c)
+    pm = f" ± {se:.2f}" if se is not None else ""
+    return f"{d['final'][c]:.2f}{pm} ({d['step0'][c]:.2f})"
+
+
 def markdown(per: dict[str, Any]) -> str:
-    """The final scores per strategy as a Markdown table (step-0 value in brackets)."""
+    """The final scores per strategy as a Markdown table: mean over seeds (± SE over seeds where
+    there are two or more), the step-0 value in brackets; the second column lists the seeds."""
     cols = [*PROBES, "iwl_word_acc", "copy_word_rate", *(f"icl_acc_{b}" for b in BUCKETS)]
     lines = ["| strategy | seeds | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for st, d in per.items():
-        cells = [f"{d['final'][c]:.2f} ({d['step0'][c]:.2f})" if d["final"].get(c) is not None else "-" for c in cols]
-        lines.append(f"| {st} | {d['n_seeds']} | " + " | ".join(cells) + " |")
+        seeds = ",".join(map(str, d.get("seeds") or [])) or str(d["n_seeds"])
+        lines.append(f"| {st} | {seeds} | " + " | ".join(_cell(d, c) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
