@@ -228,6 +228,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     measured = measured_html(outcome.comparison)
     after = [("Measured on the long preset (gemma3-270m base): baseline vs every mitigation", measured)] \
         if measured else []
+    from ctxrely.lab.evidence import evidence_sections
+
+    after += evidence_sections()  # the other two papers' measured tables (docs/findings.md), not rerun
     report = build_lab_report(outcome, title=f"ctxrely demo{' (quick)' if cfg.quick else ''}: does "
                               f"{cfg.model} still listen to its context?", extra_sections=sections,
                               out_dir=out / "report", after_sections=after)
