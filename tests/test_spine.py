@@ -128,3 +128,23 @@ def test_callback_probe_reports_evaluates_metrics(tiny_llama):
                     settings=EvalSettings(mode="both", limit=5, max_new_tokens=4, batch_size=16, n_boot=0),
                     progress=False).metrics
     assert {k: got[k] for k in want} == want and "all/cf_acc" in want and "toy2/logit_cf_rate" in want
+
+
+def test_one_eval_run_validates_once_and_resolves_suites_once(tiny_model_dir, tmp_path, monkeypatch):
+    """``ctxrely eval``: the options are checked once and the suites read once (before the model loads)."""
+    from ctxrely.cli.main import main
+    from ctxrely.engine import api, settings
+
+    calls = {"check_options": 0, "resolve_suites": 0}
+
+    def counted(name, fn):
+        def wrapper(*a, **kw):
+            calls[name] += 1
+            return fn(*a, **kw)
+        return wrapper
+
+    monkeypatch.setattr(settings, "check_options", counted("check_options", settings.check_options))
+    monkeypatch.setattr(api, "resolve_suites", counted("resolve_suites", api.resolve_suites))
+    assert main(["eval", "--model", str(tiny_model_dir("llama")), "--suites", "cf_capitals", "--limit", "2",
+                 "--mode", "logits", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert calls == {"check_options": 1, "resolve_suites": 1}

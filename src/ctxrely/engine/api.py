@@ -44,13 +44,11 @@ def resolve_suites(suites: Sequence[str | Suite] | None = None, data: Sequence[s
         raise ConfigError(f"--limit must be a positive number of examples per suite, got {limit}")
     out: list[Suite] = []
     for s in suites or ():
-        suite = s if isinstance(s, Suite) else load_suite(s)
-        out.append(suite if limit is None else Suite(suite.name, suite.version, suite.examples[:limit], suite.source))
+        out.append(limited(s if isinstance(s, Suite) else load_suite(s), limit))
     for path in [data] if isinstance(data, str) else (data or ()):
         from ctxrely.data.loaders import load_data
 
-        suite = load_data(path, mapping=mapping)
-        out.append(suite if limit is None else Suite(suite.name, suite.version, suite.examples[:limit], suite.source))
+        out.append(limited(load_data(path, mapping=mapping), limit))
     if examples:
         ex = list(examples)[:limit] if limit is not None else list(examples)
         out.append(Suite(name=ex[0].suite if ex else "examples", version="inline", examples=ex, source="inline"))
@@ -58,6 +56,13 @@ def resolve_suites(suites: Sequence[str | Suite] | None = None, data: Sequence[s
         raise ValueError("nothing to evaluate: pass suites, data or examples")
     check_unique_suites(out)
     return out
+
+
+def limited(suite: Suite, limit: int | None) -> Suite:
+    """``suite`` cut to its first ``limit`` examples (itself when it has no more)."""
+    if limit is None or len(suite.examples) <= limit:
+        return suite
+    return Suite(suite.name, suite.version, suite.examples[:limit], suite.source)
 
 
 def check_unique_suites(suites: Sequence[Suite]) -> None:
@@ -151,7 +156,11 @@ def evaluate(
     from ctxrely.track.distributed import all_gather, gather_in_order, world_info
 
     st = EvalSettings.build(settings, overrides)  # validated once (nothing to redo when given whole)
-    suite_list = resolve_suites(suites, data, examples, st.limit, mapping)
+    if data is None and not examples and suites and all(isinstance(s, Suite) for s in suites):
+        suite_list = [limited(s, st.limit) for s in suites]  # resolved already (the CLI reads them before the model)
+        check_unique_suites(suite_list)
+    else:
+        suite_list = resolve_suites(suites, data, examples, st.limit, mapping)
     from ctxrely.engine.prior import graded_suites
 
     suite_list, reports, prior = graded_suites(suite_list, grade, prior)
