@@ -99,7 +99,9 @@ def load_needles(path: str | Path) -> list[Needle]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError("no such needle file", path=str(p))
-    text = p.read_text(encoding="utf-8")
+    from ctxrely.data.records import read_text
+
+    text = read_text(p)  # non-UTF-8 bytes: one DataError naming the line
     try:
         if p.suffix.lower() == ".json":
             obj = json.loads(text)

@@ -33,9 +33,10 @@ def is_bigbench(path: str | Path) -> bool:
     p = Path(path)
     if p.suffix.lower() != ".json" or not p.is_file():
         return False
-    with p.open(encoding="utf-8-sig") as fh:
+    with p.open(encoding="utf-8-sig", errors="replace") as fh:  # not UTF-8: the reader names the line
         head = fh.read(4096).lstrip()
-    return head.startswith("{") and ('"examples"' in head or '"examples"' in p.read_text(encoding="utf-8-sig"))
+    return head.startswith("{") and ('"examples"' in head or
+                                     '"examples"' in p.read_text(encoding="utf-8-sig", errors="replace"))
 
 
 def _examples_with_lines(text: str, path: str) -> list[tuple[int, Any]]:
@@ -60,7 +61,9 @@ def _examples_with_lines(text: str, path: str) -> list[tuple[int, Any]]:
 def load_bigbench(path: str | Path, name: str | None = None) -> Suite:
     """Read a BIG-bench knowledge-conflict task as a :class:`Suite` (skipping, and naming, bad examples)."""
     p = Path(path).expanduser()
-    text = p.read_text(encoding="utf-8-sig")
+    from ctxrely.data.records import read_text
+
+    text = read_text(p)  # non-UTF-8 bytes: one DataError naming the line
     try:
         task = json.loads(text)
     except json.JSONDecodeError as e:
