@@ -228,3 +228,30 @@ def test_grade_suite_is_idempotent_on_graded_suites():
     assert grade_suite(s)[0] is s
     user = Suite("u", "file", [_ex("a", "In 1950.", "1950")])
     assert grade_suite(user)[0].name == "graded_u"
+
+
+def test_callback_probe_tracks_adoption_curves(tiny_llama):
+    from ctxrely.track.probe import build_probe, run_probe
+
+    model, tok = tiny_llama
+    probe = build_probe(suites=["graded_years"], limit=10, mode="both", max_new_tokens=3, attention_subset=0)
+    metrics = run_probe(model, tok, probe).metrics
+    for key in ("graded_years/adopt_rate", "graded_years/logit_adopt@degree=year:100y", "graded_years/context_bias",
+                "graded_years/adopt@prior<=1"):
+        assert key in metrics
+    assert metrics["graded_years/logit_adopt@degree=year:none"] == 0.0  # the control: p(value) == p(value)
+
+
+def test_lm_eval_export_splits_graded_suites_by_degree(tmp_path):
+    import yaml
+
+    from ctxrely.integrations.lmeval.export import export_lm_eval
+
+    tasks = {t.name: t for t in export_lm_eval(tmp_path, ["graded_years", "cf_capitals"], limit=10)}
+    assert {"ctxrely_graded_years_gen", "ctxrely_graded_years_1y_gen", "ctxrely_graded_years_100y_mc",
+            "ctxrely_graded_years_prior_gen"} <= set(tasks)
+    assert tasks["ctxrely_graded_years_1y_gen"].n_docs == 2 and tasks["ctxrely_graded_years_prior_gen"].n_docs == 2
+    prior_rows = [json.loads(x) for x in (tmp_path / "graded_years_prior" / "data.jsonl").read_text().splitlines()]
+    assert all(r["param_answer"] is None and "Question:" in r["prompt"] for r in prior_rows)
+    group = yaml.safe_load((tmp_path / "ctxrely_gen.yaml").read_text())
+    assert sorted(group["task"]) == ["ctxrely_cf_capitals_gen", "ctxrely_graded_years_gen"]  # each item pooled once

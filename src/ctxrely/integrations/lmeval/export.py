@@ -143,6 +143,11 @@ def export_lm_eval(
         suites = SUITES.names()
     suite_list = resolve_suites(suites, data, None, limit, mapping) if (suites or data) else []
     suite_list += _inline_suites(examples or (), limit)
+    from ctxrely.integrations.lmeval.graded import expand_graded
+
+    parts = expand_graded(suite_list)  # graded suites: also one task pair per degree, and the closed-book prior
+    pooled = {s.name for s in suite_list}  # the top groups pool these (each item once)
+    suite_list = parts
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     helper = helper_source()
@@ -150,6 +155,7 @@ def export_lm_eval(
     stop_list = list(DEFAULT_STOP if stop is None else stop)
     written: list[ExportedTask] = []
     seen: dict[str, str] = {}
+    task_suite: dict[str, str] = {}
     for suite in suite_list:
         gen_name, mc_name = (task_name(prefix, suite.name, pf, k) for k in ("gen", "mc"))
         if gen_name in seen:
@@ -171,7 +177,8 @@ def export_lm_eval(
         n_mc = sum(1 for r in rows if r["param_answer"] is not None)
         written += [ExportedTask(gen_name, "generate_until", folder / "gen.yaml", len(rows)),
                     ExportedTask(mc_name, "multiple_choice", folder / "mc.yaml", n_mc)]
-    written += _write_groups(out, prefix, written, fmt_meta)
+        task_suite[gen_name] = task_suite[mc_name] = suite.name
+    written += _write_groups(out, prefix, [t for t in written if task_suite[t.name] in pooled], fmt_meta)
     return written
 
 
