@@ -27,10 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ctxrely.lab.demo import DemoConfig, run_demo
 
-    if args.no_progress:
-        from ctxrely.cli.lab_cmd import quiet_libraries
-
-        quiet_libraries()
     out = args.out or ("runs/demo-quick" if args.quick else "runs/demo")
     report = run_demo(DemoConfig(quick=args.quick, out=out, device=args.device, progress=not args.no_progress))
     print(f"report: {report}")

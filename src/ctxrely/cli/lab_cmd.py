@@ -49,16 +49,6 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
     return config.typed_fields(LabPreset, config.parse_overrides(items, "--set"), "--set")
 
 
-def quiet_libraries() -> None:
-    """Silence the progress bars of datasets (tokenizing, mapping) and transformers (hub files) for
-    the rest of the process (``--no-progress``; the trainer's own bar is switched off per run)."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
-
-
 def run(args: argparse.Namespace) -> int:
     from ctxrely.lab.presets import get_preset, help_table
 
@@ -81,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ctxrely.lab.runner import run_lab
 
-    if args.no_progress:
-        quiet_libraries()
     console = Console(stderr=True, quiet=args.no_progress)
     outcome = run_lab(preset, out, progress=not args.no_progress, report=not args.no_report,
                       say=lambda m: console.print(f"[bold cyan]lab[/] {m}", highlight=False, soft_wrap=True))

@@ -153,9 +153,39 @@ def check_device(args: argparse.Namespace) -> None:
         check(device)
 
 
+def check_head_files(args: argparse.Namespace) -> None:
+    """A head file (``steer compare --heads``, ``--steer pasta:heads=FILE``) parses before the model loads."""
+    from ctxrely.steer.heads import _pairs, read_head_file
+
+    files = [getattr(args, "heads", None)]
+    steer = getattr(args, "steer", None)
+    if isinstance(steer, str) and "heads=" in steer:
+        files.append(steer.split("heads=", 1)[1].split(",", 1)[0].strip())
+    for f in files:
+        if f and f != "all":
+            _pairs(read_head_file(f), str(f))
+
+
+def quiet_progress(args: argparse.Namespace) -> None:
+    """``--no-progress``: no progress bars from datasets or transformers (weights loading, hub files)
+    for the rest of the process; the commands switch off their own and the trainer's."""
+    if not getattr(args, "no_progress", False):
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        import datasets
+    except ImportError:  # an optional extra
+        return
+    datasets.disable_progress_bars()
+
+
 def preflight(args: argparse.Namespace, argv: Sequence[str]) -> None:
-    """All the checks above, in order: values, outputs, overwrites, device."""
+    """All the checks above, in order: values, outputs, overwrites, head files, device; then --no-progress."""
     check_values(args, argv)
     check_outputs(args)
     check_overwrites(args)
+    check_head_files(args)
     check_device(args)
+    quiet_progress(args)

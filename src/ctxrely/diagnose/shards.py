@@ -220,6 +220,9 @@ def read_scores(out_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"invalid JSON: {e.msg}", path=str(p), line=i) from None
+            if not isinstance(rows[-1], dict) or not isinstance(rows[-1].get("row"), dict):
+                raise DataError("not a score row (an object with the original 'row'); rerun `ctxrely score-data`",
+                                path=str(p), line=i)
     try:
         meta = json.loads(m.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
