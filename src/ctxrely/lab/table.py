@@ -109,10 +109,14 @@ def load_recorded(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any
     p = Path(path)
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{p}: cannot read recorded runs ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list) or not doc["runs"]:
+        raise ConfigError(f'{p}: no recorded runs; expected {{"runs": [{{"variant", "seed", ...}}, ...]}}')
     runs = []
-    for i, r in enumerate(doc.get("runs", [])):
+    for i, r in enumerate(doc["runs"]):
+        if not isinstance(r, dict):
+            raise ConfigError(f"{p}: runs[{i}]: expected an object, got {type(r).__name__}")
         missing = [k for k in ("variant", "seed", "peak", "final", "drop") if k not in r]
         if missing:
             raise ConfigError(f"{p}: runs[{i}]: missing field(s) {', '.join(missing)}")
