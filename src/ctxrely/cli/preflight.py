@@ -113,6 +113,8 @@ def check_values(args: argparse.Namespace, argv: Sequence[str]) -> None:
     for dest in ("threshold", "drop", "ratio", "cs_threshold", "cs_quantile", "attn_threshold", "alpha",
                  "cad_alpha", "cad_floor", "p", "eps"):
         _finite(args, dest, "--" + dest.replace("_", "-"))
+    if any(not s for s in getattr(args, "stop", None) or []):
+        raise ConfigError("--stop '': an empty stop string would be ignored; pass the text to stop at")
     if cmd == "eval":
         _at_least(args, "n_boot", "--n-boot", 0, " (bootstrap resamples; 0: no intervals)")
     if cmd in ("export-lm-eval", "score-data"):
