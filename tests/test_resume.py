@@ -443,3 +443,29 @@ def test_trajectory_hand_damage_is_one_line(tmp_path, bad):
         st.prepare(resume_step=5)
     assert "\n" not in str(e.value)
     assert st.path.read_text(encoding="utf-8").splitlines()[1] == bad  # nothing rewritten
+
+
+@pytest.mark.parametrize("damage", ['[{"nll": 1.0}, {"nl', "GARBAGE", "[1, 2]", '{"a": 1}'])
+def test_lab_score_caches_damaged_or_short_are_recomputed_and_kept(tmp_path, damage, caplog):
+    from ctxrely.lab.variants import _cached
+
+    path, calls, want = tmp_path / "criticality.json", [], [{"nll": 1.0}, {"nll": 2.0}, {"nll": 3.0}]
+
+    def compute() -> list[dict[str, float]]:
+        calls.append(1)
+        return want
+
+    path.write_text(damage, encoding="utf-8")  # a kill mid-write, a hand edit, a cache of other rows
+    assert _cached(path, compute, n=3) == want and len(calls) == 1
+    assert (tmp_path / "criticality.unreadable.json").read_text(encoding="utf-8") == damage
+    assert "criticality.unreadable.json" in caplog.text
+    assert _cached(path, compute, n=3) == want and len(calls) == 1  # read back, not computed
+
+
+def test_lab_damaged_preset_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "lab"
+    out.mkdir()
+    (out / "preset.json").write_text('{"name": "qui', encoding="utf-8")
+    assert main(["lab", "--preset", "quick", "--out", str(out), "--no-progress", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "preset.json" in err and "not valid JSON" in err and "\n" not in err

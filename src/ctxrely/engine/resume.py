@@ -153,20 +153,41 @@ def read_json(path: Path, what: str) -> Any:
         raise ResumeError(f"{path}: {what} is not valid JSON ({e}); move it away or use another --out") from None
 
 
-def keep_aside(path: Path, tag: str) -> Path:
-    """Move ``<stem>.partial[.rankN].jsonl`` to ``...<tag>.jsonl`` (merging into one already there)."""
+def keep_aside(path: Path, tag: str, *, merge: bool = False) -> Path:
+    """Move ``<stem>.<ext>`` to ``<stem>.<tag>.<ext>`` (a free name; ``merge``: append the rows after
+    the header of a JSONL file to one of that name already there). Returns the new path."""
     tag = re.sub(r"[^A-Za-z0-9_-]", "_", tag)[:64] or "unreadable"
-    dest = path.with_name(path.name[: -len(".jsonl")] + f".{tag}.jsonl")
-    if tag != "unreadable" and dest.exists():  # same old settings kept before: one file holds them all
+    dest = path.with_name(f"{path.stem}.{tag}{path.suffix}")
+    if merge and tag != "unreadable" and dest.exists():  # same old settings kept before: one file holds them
         append_lines(dest, (r for _, r in iter_rows(path, skip_header=True)))
         path.unlink()
-    else:
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = path.with_name(path.name[: -len(".jsonl")] + f".{tag}{n}.jsonl")
-        os.replace(path, dest)
+        return dest
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = path.with_name(f"{path.stem}.{tag}{n}{path.suffix}")
+    os.replace(path, dest)
     return dest
+
+
+def cached_json(path: Path, compute: Callable[[], Any], valid: Callable[[Any], bool] = lambda v: True) -> Any:
+    """A JSON cache file: its value when it parses and is ``valid``, else ``compute()``'s (written
+    atomically); a damaged or invalid file is kept aside (``<stem>.unreadable.json``) with one log line."""
+    if path.exists():
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            value = _BAD
+        if value is not _BAD and valid(value):
+            return value
+        dest = keep_aside(path, "unreadable")
+        log.warning("%s: damaged or out of date; kept as %s, computing it again", path, dest.name)
+    value = compute()
+    atomic_write(path, json.dumps(value))
+    return value
+
+
+_BAD = object()
 
 
 # -- the run lock ------------------------------------------------------------------------------------
@@ -304,7 +325,7 @@ class ResumeLog:
                 log.warning("%s: unreadable header; its rows are kept in %s, this run starts a new file",
                             self.path, dest.name)
             elif head["config_hash"] != self.fingerprint:
-                dest = keep_aside(self.path, head["config_hash"])
+                dest = keep_aside(self.path, head["config_hash"], merge=True)
                 log.warning("%s was written with other settings; its rows are kept in %s", self.path, dest.name)
             else:
                 repair_tail(self.path)
@@ -343,5 +364,5 @@ class ResumeLog:
             if head is not None and head["config_hash"] == self.fingerprint:
                 path.unlink(missing_ok=True)
             elif _LIVE.search(path.name) and path.stat().st_size:
-                dest = keep_aside(path, head["config_hash"] if head else "unreadable")
+                dest = keep_aside(path, head["config_hash"] if head else "unreadable", merge=True)
                 log.warning("%s (other settings) kept as %s", path, dest.name)

@@ -82,15 +82,19 @@ def img_tag(path: Path, alt: str) -> str:
 
 def run_theory(out: Path, steps: int) -> tuple[dict[str, Any], list[Path]]:
     """Simulate the theory settings (cached in ``out/theory.json``) and plot them."""
+    from ctxrely.engine.resume import cached_json
     from ctxrely.lab.theory import TheoryConfig, load_traces, plot_theory, run_experiments, save_traces
 
+    def fits(doc: Any) -> bool:  # a whole cache of this many steps (a damaged one is kept aside)
+        try:
+            return next(iter(doc["traces"].values()))["config"].get("steps") == steps
+        except (TypeError, KeyError, AttributeError, StopIteration):
+            return False
+
     path = out / "theory.json"
-    cached = json.loads(path.read_text()) if path.exists() else None
-    if cached and cached["traces"] and next(iter(cached["traces"].values()))["config"].get("steps") == steps:
-        traces = load_traces(path)
-    else:
-        traces = run_experiments(TheoryConfig(steps=steps))
-        save_traces(traces, path)
+    cached_json(path, lambda: json.loads(save_traces(run_experiments(TheoryConfig(steps=steps)), path).read_text()),
+                fits)
+    traces = load_traces(path)
     return {k: t.summary() for k, t in traces.items()}, plot_theory(traces, out)
 
 

@@ -108,12 +108,9 @@ def _cached_probe(path: Path, fingerprint: str, run: Callable[[], list[dict[str,
 
 
 def _keep_aside(path: Path, tag: str) -> None:
-    dest = path.with_name(f"{path.stem}.{tag}{path.suffix}")
-    n = 1
-    while dest.exists():
-        n += 1
-        dest = path.with_name(f"{path.stem}.{tag}{n}{path.suffix}")
-    path.replace(dest)
+    from ctxrely.engine.resume import keep_aside
+
+    dest = keep_aside(path, tag)
     log.warning("%s: %s; kept as %s, computing it again", path,
                 "damaged or incomplete" if tag == "unreadable" else "made with other settings", dest.name)
 

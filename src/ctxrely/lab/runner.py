@@ -51,15 +51,16 @@ class LabOutcome:
 
 def check_preset(preset: LabPreset, out: Path) -> None:
     """Write ``preset.json``, or check that an existing one describes the same experiment."""
+    from ctxrely.engine.resume import atomic_write, read_json
+
     path = out / "preset.json"
     if path.exists():
-        old = preset_from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+        old = preset_from_dict(read_json(path, "the experiment's settings"), where=str(path))
         diff = [k for k, v in preset.to_dict().items() if k not in RESTART_FREE and getattr(old, k) != v]
         if diff:
             raise ConfigError(f"{out} holds an experiment with other settings ({', '.join(diff)} differ); "
                               "use another --out, or delete the folder to start over")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(preset.to_dict(), indent=2) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(preset.to_dict(), indent=2) + "\n")
 
 
 def resolve_model(preset: LabPreset, out: Path) -> str:

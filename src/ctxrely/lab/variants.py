@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,12 +43,11 @@ def _sft_examples(rows: list[dict[str, Any]]) -> list[Any]:
             for i, r in enumerate(rows)]
 
 
-def _cached(path: Path, compute: Any) -> Any:
-    if path.exists():
-        return json.loads(path.read_text(encoding="utf-8"))
-    value = compute()
-    path.write_text(json.dumps(value), encoding="utf-8")
-    return value
+def _cached(path: Path, compute: Any, n: int | None = None) -> Any:
+    """A list of ``n`` per-row scores cached in ``path`` (:func:`ctxrely.engine.resume.cached_json`)."""
+    from ctxrely.engine.resume import cached_json
+
+    return cached_json(path, compute, lambda v: isinstance(v, list) and (n is None or len(v) == n))
 
 
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -116,7 +114,7 @@ def _filter(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokenizer
     template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
     scores = _cached(data_dir / "criticality.json", lambda: score_criticality(
         model, tokenizer, _sft_examples(rows), batch_size=preset.eval_batch_size, progress=progress,
-        template=template))
+        template=template), n=len(rows))
     if by_class:  # score-data's classes at its default threshold (what `ctxrely filter --by class` uses)
         kept, manifest = filter_rows(rows, scores, by="class", classes=("C+S",))
     else:
@@ -135,7 +133,7 @@ def _indicator(rows: list[dict[str, Any]], preset: LabPreset, model: Any, tokeni
     template = "chat" if isinstance(rows[0]["prompt"], list) else "plain"
     scores = _cached(data_dir / "attention_scores.json", lambda: context_dependency(
         model, tokenizer, _sft_examples(rows), batch_size=max(1, preset.eval_batch_size // 4), template=template,
-        progress=progress))
+        progress=progress), n=len(rows))
     from ctxrely.prompts import get_format
 
     # Only rows with a context can be marked (S rows have nothing to read). The token goes right after
