@@ -151,7 +151,8 @@ class Registry(Generic[T]):
 # The project's registries. The modules named in ``sources`` register into them when first used;
 # `ctxrely ls` lists them.
 SUITES: Registry[Any] = Registry("suite", sources=["ctxrely.data.suites"])
-FORMATS: Registry[Any] = Registry("format", sources=["ctxrely.prompts"])
+PROMPT_FORMATS: Registry[Any] = Registry("format", sources=["ctxrely.prompts"])
+FORMATS = PROMPT_FORMATS  # former name, kept (prompt formats; data formats are DATA_FORMATS)
 METRICS: Registry[Any] = Registry("metric", sources=["ctxrely.metrics.table"])
 SCORERS: Registry[Any] = Registry("scorer", sources=["ctxrely.diagnose"])
 MITIGATIONS: Registry[Any] = Registry("mitigation", sources=["ctxrely.mitigate"])
@@ -164,7 +165,7 @@ DECODE_STRATEGIES.add_lazy("cad", "ctxrely.steer.cad:CADDecode",
 DECODE_STRATEGIES.add_lazy("pasta", "ctxrely.steer.stream:SteerDecode",
                            description="PASTA attention steering on every model call of a batch")
 
-ALL = (SUITES, FORMATS, METRICS, SCORERS, MITIGATIONS, DATA_FORMATS, DECODE_STRATEGIES)
+ALL = (SUITES, PROMPT_FORMATS, METRICS, SCORERS, MITIGATIONS, DATA_FORMATS, DECODE_STRATEGIES)
 
 
 def load_builtins() -> None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TEMPLATES = ("raw", "chat")
+TEMPLATE_MODES = ("raw", "chat")  # measured without, then with the chat template
+TEMPLATES = TEMPLATE_MODES  # former name, kept
 SQUAD_NAME = "squad/squad_dev_v1.1_part1.json"
 
 
@@ -72,7 +73,7 @@ def run_awareness(model: Any, tokenizer: Any, out: Path, *, model_name: str, set
         res["notes"].append(f"NIH skipped: {e}")
         hay = None
     if hay is not None:
-        for t in TEMPLATES:
+        for t in TEMPLATE_MODES:
             res["nih"][t] = run_nih(model, tokenizer, lengths=st.lengths, depths=st.depths, template=t,
                                     max_new_tokens=st.nih_new_tokens, out_dir=out / f"nih-{t}", progress=progress,
                                     model_name=model_name)
@@ -99,7 +100,7 @@ def run_awareness(model: Any, tokenizer: Any, out: Path, *, model_name: str, set
         cells, _ = build_grid(tokenizer, hay, [DEFAULT_NEEDLE], list(st.attention_lengths), list(st.depths),
                               template="raw", max_new_tokens=st.attention_new_tokens)
         users = [user_text(c.context, DEFAULT_NEEDLE.question) for c in cells]
-        s = attention_allocation(model, tokenizer, users, templates=TEMPLATES, max_new_tokens=st.attention_new_tokens)
+        s = attention_allocation(model, tokenizer, users, templates=TEMPLATE_MODES, max_new_tokens=st.attention_new_tokens)
         s["config"] = {"model": model_name, "source": "nih", "lengths": list(st.attention_lengths)}
         att.write_text(json.dumps(s, indent=1) + "\n", encoding="utf-8")
         res["attention"] = s

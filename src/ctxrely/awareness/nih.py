@@ -29,7 +29,8 @@ from ctxrely.errors import CtxrelyError
 log = logging.getLogger(__name__)
 NIH_PROMPT = ("You are a helpful AI assistant that answers a question using only the provided document: "
               "\n{context}\n\nQuestion: {question}")
-TEMPLATES = ("chat", "raw", "qa")
+TEMPLATE_MODES = ("chat", "raw", "qa")  # the chat template around the prompt, or bare text (+ an Answer: cue)
+TEMPLATES = TEMPLATE_MODES  # former name, kept
 #: The ``qa`` template: the user turn, then a plain ``Answer:`` cue (how a model fine-tuned on plain
 #: ``Question:``/``Answer:`` text, without a chat template, is prompted).
 QA_CUE = "\nAnswer:"
@@ -107,8 +108,8 @@ def user_text(context: str, question: str, indicator: str | None = None) -> str:
 def render_prompt(tokenizer: Any, user: str, template: str, hint: str | None = None) -> str:
     """The model input text: the user turn bare (``raw``), followed by a plain ``Answer:`` cue
     (``qa``) or in the chat template (``chat``), plus an optional assistant prefix ``hint``."""
-    if template not in TEMPLATES:
-        raise NIHError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
+    if template not in TEMPLATE_MODES:
+        raise NIHError(f"unknown template {template!r}; choose from {', '.join(TEMPLATE_MODES)}")
     if template == "raw":
         return f"{user}\n{hint}" if hint else user
     if template == "qa":

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ctxrely.awareness.nih import QA_CUE, TEMPLATES, NIHError, extra_bos
+from ctxrely.awareness.nih import QA_CUE, TEMPLATE_MODES, NIHError, extra_bos
 from ctxrely.models.attention import chat_spans, token_roles
 
 ROLES = ("bos", "user", "template", "assistant")
@@ -40,8 +40,8 @@ class RoleEncoding:
 
 def encode_roles(tokenizer: Any, user: str, answer: str, template: str) -> RoleEncoding:
     """Render ``user`` + ``answer`` under ``template`` and give every token a role."""
-    if template not in TEMPLATES:
-        raise NIHError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
+    if template not in TEMPLATE_MODES:
+        raise NIHError(f"unknown template {template!r}; choose from {', '.join(TEMPLATE_MODES)}")
     answer = answer.strip()
     if not answer:  # the model ended its turn at once: measure the last prompt token alone
         return _prompt_only(tokenizer, user, template)

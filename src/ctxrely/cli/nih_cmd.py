@@ -44,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ctxrely.awareness.haystack import load_needles, read_haystack
-    from ctxrely.awareness.nih import TEMPLATES, NIHError, parse_grid
+    from ctxrely.awareness.nih import TEMPLATE_MODES, NIHError, parse_grid
     from ctxrely.awareness.nih_run import run_nih
     from ctxrely.models.load import load_model
 
     # every input is checked before the (slow) model load
-    if args.template not in TEMPLATES:
-        raise NIHError(f"unknown template {args.template!r}; choose from {', '.join(TEMPLATES)}")
+    if args.template not in TEMPLATE_MODES:
+        raise NIHError(f"unknown template {args.template!r}; choose from {', '.join(TEMPLATE_MODES)}")
     lengths, depths = parse_grid(args.lengths, "lengths"), parse_grid(args.depths, "depths")
     needles = load_needles(args.needle) if args.needle else None
     from ctxrely.awareness.nih_run import NIH_STOP

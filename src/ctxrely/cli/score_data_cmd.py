@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace, data: Any, cfg: Any, rank: int, world: int, state: Any, out: Path) -> int:
     """The job under the run lock: settings check, this rank's shards, the join and summary."""
     from ctxrely.diagnose.shards import check_meta, join_shards, run_shards
-    from ctxrely.diagnose.summary import summarize
+    from ctxrely.diagnose.summary import summarize_scores
     from ctxrely.models.load import load_model
 
     if rank == 0:
@@ -126,7 +126,7 @@ def _score(args: argparse.Namespace, data: Any, cfg: Any, rank: int, world: int,
         print(f"scored {len(done)} shard(s) into {out / 'shards'}; others are missing (another rank still "
               "running?); rerun to finish")
         return 1
-    s = summarize(rows, data.examples, out, cs_threshold=cfg.cs_threshold, attn_threshold=args.attn_threshold,
+    s = summarize_scores(rows, data.examples, out, cs_threshold=cfg.cs_threshold, attn_threshold=args.attn_threshold,
                   config={**vars(cfg)}, errors=[str(e) for e in data.errors])
     _print(s, out)
     return 0

@@ -40,7 +40,8 @@ ALPACA_WITH = ("Below is an instruction that describes a task, paired with an in
                "### Input:\n{input}\n\n### Response:\n{response}")
 ALPACA_WITHOUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                   "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n{response}")
-TEMPLATES = ("auto", "chat", "plain")
+TEMPLATE_MODES = ("auto", "chat", "plain")  # the chat template, plain text, or by the row's layout
+TEMPLATES = TEMPLATE_MODES  # former name, kept
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ class Encoded:
 
 def resolve_template(ex: SFTExample, template: str, tokenizer: Any) -> str:
     """``chat``, ``alpaca`` or ``plain`` for this example (``auto``: chat for chat data, Alpaca for Alpaca)."""
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; choose from {', '.join(TEMPLATES)}")
+    if template not in TEMPLATE_MODES:
+        raise ValueError(f"unknown template {template!r}; choose from {', '.join(TEMPLATE_MODES)}")
     chatty = ex.fmt == "messages" or len(ex.user_path) > 1
     if template == "chat" or (template == "auto" and chatty and getattr(tokenizer, "chat_template", None)):
         return "chat"

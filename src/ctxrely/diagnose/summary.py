@@ -4,7 +4,7 @@ Writes ``DIR/summary.json`` and, when matplotlib is installed, ``DIR/hist_nll.pn
 ``DIR/hist_gain.png`` and ``DIR/hist_attention.png``.
 
 Example:
-    >>> s = summarize(rows, examples, "runs/scores", cs_threshold=1.0)  # doctest: +SKIP
+    >>> s = summarize_scores(rows, examples, "runs/scores", cs_threshold=1.0)  # doctest: +SKIP
     >>> s["class_shares"]  # doctest: +SKIP
     {'C': 0.5, 'C+S': 0.25, 'S': 0.25}
 """
@@ -60,7 +60,7 @@ def extremes(rows: Sequence[dict[str, Any]], examples: Sequence[SFTExample], k: 
     return [card(r) for r in scored[:k]], [card(r) for r in scored[::-1][:k]]
 
 
-def summarize(rows: Sequence[dict[str, Any]], examples: Sequence[SFTExample], out_dir: str | Path, *,
+def summarize_scores(rows: Sequence[dict[str, Any]], examples: Sequence[SFTExample], out_dir: str | Path, *,
               cs_threshold: float, attn_threshold: float = 0.6, top_k: int = 10,
               config: dict[str, Any] | None = None, errors: Sequence[str] = ()) -> dict[str, Any]:
     """Write ``summary.json`` (+ PNG histograms) and return the summary dict."""
@@ -137,3 +137,6 @@ def plot_histograms(rows: Sequence[dict[str, Any]], out: Path, *, cs_threshold: 
         plt.close(fig)
         written.append(name)
     return written
+
+
+summarize = summarize_scores  # former name, kept (``summarize`` is the evaluation's, in ctxrely.engine.api)

@@ -135,7 +135,7 @@ def _probe(model: Any, tokenizer: Any, examples: list[ConflictExample], echoes: 
     return out
 
 
-def probe_facts(model: Any, tokenizer: Any, facts: Sequence[Any], *, fmt: PromptFormat | None = None,
+def closed_book_facts(model: Any, tokenizer: Any, facts: Sequence[Any], *, fmt: PromptFormat | None = None,
                 method: ProbeMethod = "generate", max_new_tokens: int = 16, batch_size: int = 32,
                 progress: bool = True) -> list[dict[str, Any]]:
     """Ask every fact's question closed-book; one record per fact, in order.
@@ -157,7 +157,7 @@ def probe_facts(model: Any, tokenizer: Any, facts: Sequence[Any], *, fmt: Prompt
              "known": r["known"], "output": r["output"]} for f, r in zip(facts, res, strict=True)]
 
 
-def probe_examples(model: Any, tokenizer: Any, examples: Sequence[ConflictExample], *,
+def closed_book_known(model: Any, tokenizer: Any, examples: Sequence[ConflictExample], *,
                    fmt: PromptFormat | None = None, method: ProbeMethod = "generate", max_new_tokens: int = 16,
                    batch_size: int = 32, progress: bool = True) -> list[bool]:
     """For conflict items: does the model answer the question with ``param_answer`` closed-book?
@@ -167,7 +167,7 @@ def probe_examples(model: Any, tokenizer: Any, examples: Sequence[ConflictExampl
     Example:
         >>> from ctxrely.data.suites import load_suite  # doctest: +SKIP
         >>> suite = load_suite("cf_capitals")  # doctest: +SKIP
-        >>> known = probe_examples(model, tok, suite.examples)  # doctest: +SKIP
+        >>> known = closed_book_known(model, tok, suite.examples)  # doctest: +SKIP
     """
     idx = [i for i, ex in enumerate(examples) if ex.param_answer is not None]
     closed = [ConflictExample(id=examples[i].id, suite="probe", context="", question=examples[i].question,
@@ -181,3 +181,8 @@ def probe_examples(model: Any, tokenizer: Any, examples: Sequence[ConflictExampl
         for i, r in zip(idx, res, strict=True):
             known[i] = r["known"]
     return known
+
+
+# Former names ("probe" now means only what the training callback measures): kept as aliases.
+probe_facts = closed_book_facts
+probe_examples = closed_book_known

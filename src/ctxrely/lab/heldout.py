@@ -111,14 +111,14 @@ def known_suite_items(model: Any, tokenizer: Any, names: Sequence[str], *, limit
         ``{suite name: items}``; a suite with no known item is left out.
     """
     from ctxrely.data.suites import load_suite
-    from ctxrely.lab.closed_book import probe_examples
+    from ctxrely.lab.closed_book import closed_book_known
 
     drop = {normalize_answer(a) for a in exclude_answers}
     out: dict[str, list[ConflictExample]] = {}
     for name in names:
         exs = [ex for ex in load_suite(name).examples[:limit]
                if ex.param_answer is not None and normalize_answer(ex.param_answer) not in drop]
-        known = probe_examples(model, tokenizer, exs, method=method, batch_size=batch_size,  # type: ignore[arg-type]
+        known = closed_book_known(model, tokenizer, exs, method=method, batch_size=batch_size,  # type: ignore[arg-type]
                                progress=progress)
         kept = [ex for ex, k in zip(exs, known, strict=True) if k]
         if kept:

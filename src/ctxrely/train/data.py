@@ -23,7 +23,7 @@ from ctxrely.data.records import Record, read_records
 from ctxrely.data.sft import FORMATS, SFTExample, detect_format, get_path, parse_row
 from ctxrely.errors import DataError
 
-__all__ = ["FORMATS", "detect_format", "is_conversational", "load_rows", "load_sft_rows", "probe_format",
+__all__ = ["FORMATS", "detect_format", "is_conversational", "load_rows", "load_sft_rows", "infer_eval_format", "probe_format",
            "to_id_rows", "to_sft_rows"]
 
 
@@ -106,7 +106,7 @@ def load_sft_rows(source: str, *, fmt: str = "auto", split: str = "train", limit
                        path=source)
 
 
-def probe_format(dataset_format: str, rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]],
+def infer_eval_format(dataset_format: str, rows: Sequence[dict[str, Any] | tuple[int, dict[str, Any]]],
                  sft_rows: Sequence[dict[str, Any]], prompt_format: str) -> str:
     """The probe prompt format for ``eval_format: auto``: the training prompt format for Alpaca data,
     ``chat`` for chat data, ``raw`` for plain prompt/completion data."""
@@ -115,3 +115,6 @@ def probe_format(dataset_format: str, rows: Sequence[dict[str, Any] | tuple[int,
     first = rows[0][1] if isinstance(rows[0], tuple) else rows[0]
     kind = dataset_format if dataset_format != "auto" else detect_format(first)
     return prompt_format if kind == "alpaca" else "raw"
+
+
+probe_format = infer_eval_format  # former name, kept ("probe" means what the training callback measures)

@@ -42,7 +42,7 @@ class Template:
         return "{real}" in self.text
 
 
-TEMPLATES: tuple[Template, ...] = (
+CONTEXT_TEMPLATES: tuple[Template, ...] = (
     Template("quake", "early",
              "{cf} has been the capital of {country} since {year}, when the government abandoned {real} after "
              "a severe earthquake. Ministries, embassies and the national parliament completed the move within "
@@ -81,6 +81,7 @@ TEMPLATES: tuple[Template, ...] = (
              "official residence of the head of state to a different city. The relocation took nine years and "
              "cost far more than planned. Today the capital of {country} is {cf}."),
 )
+TEMPLATES = CONTEXT_TEMPLATES  # former name, kept (sentence templates of the contexts, not prompt templates)
 
 
 def _forms(name: str) -> list[str]:
@@ -104,7 +105,7 @@ def build() -> list[ConflictExample]:
             cf, source = rng.choice(same_country), "same_country"
         else:
             cf, source = pick_other(rng, all_capitals, avoid, forms=_forms), "other_capital"
-        tmpl = TEMPLATES[i % len(TEMPLATES)]
+        tmpl = CONTEXT_TEMPLATES[i % len(CONTEXT_TEMPLATES)]
         year = rng.randint(1961, 2034)
         context = tmpl.text.format(country=fact.subject, Country=cap(fact.subject), real=fact.obj, cf=cf,
                                    year=year, share=rng.randint(52, 78))

@@ -29,7 +29,7 @@ SEED = 20240602
 PER_RELATION = 50
 
 # Fields: S (subject as it reads mid-sentence), Subj (capitalised), cf, year.
-TEMPLATES: dict[str, tuple[str, ...]] = {
+CONTEXT_TEMPLATES: dict[str, tuple[str, ...]] = {
     "landmark_country": (
         "{Subj} is one of the most visited sights in {cf}. It was completed in {year} and has appeared on the "
         "national banknotes ever since.",
@@ -75,7 +75,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "it in their memoirs.",
     ),
 }
-RELATIONS = tuple(TEMPLATES)
+TEMPLATES = CONTEXT_TEMPLATES  # former name, kept (sentence templates of the contexts, not prompt templates)
+RELATIONS = tuple(CONTEXT_TEMPLATES)
 YEARS = {"landmark_country": (1850, 1990), "landmark_city": (1850, 1990), "inventor": (1700, 1950),
          "author": (1600, 1950), "painter": (1600, 1950), "event_year": (0, 0)}
 
@@ -87,10 +88,10 @@ def _forms(name: str) -> list[str]:
 def _example(rng: random.Random, fact: Fact, pool: list[str]) -> tuple[str, str, dict]:
     avoid = [*fact.obj_targets(), fact.subject, *fact.subject_aliases]
     cf = pick_other(rng, pool, avoid, forms=_forms)
-    k = rng.randrange(len(TEMPLATES[fact.relation]))
+    k = rng.randrange(len(CONTEXT_TEMPLATES[fact.relation]))
     lo, hi = YEARS[fact.relation]
     year = rng.randint(lo, hi) if hi else None
-    context = tidy(TEMPLATES[fact.relation][k].format(S=fact.subject, Subj=cap(fact.subject), cf=cf, year=year))
+    context = tidy(CONTEXT_TEMPLATES[fact.relation][k].format(S=fact.subject, Subj=cap(fact.subject), cf=cf, year=year))
     meta = {"relation": fact.relation, "template": f"{fact.relation}-{k}", "subject": fact.subject,
             "year": year}
     return cf, context, meta
