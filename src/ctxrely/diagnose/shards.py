@@ -169,12 +169,10 @@ def run_shards(model: Any, tokenizer: Any, examples: Sequence[SFTExample], out_d
 def _score_shard(model: Any, tokenizer: Any, chunk: Sequence[SFTExample], k: int, out_dir: str | Path,
                  config: ScoreConfig, bar: Any) -> None:
     """Score one shard and write it atomically (a shard file is complete or absent)."""
+    from ctxrely.engine.resume import atomic_write
+
     rows = score_chunk(model, tokenizer, chunk, config)
-    p = shard_path(out_dir, k)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(p)
+    atomic_write(shard_path(out_dir, k), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))  # fsynced
     if bar:
         bar.update(len(chunk))
 
