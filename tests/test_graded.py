@@ -255,3 +255,19 @@ def test_lm_eval_export_splits_graded_suites_by_degree(tmp_path):
     assert all(r["param_answer"] is None and "Question:" in r["prompt"] for r in prior_rows)
     group = yaml.safe_load((tmp_path / "ctxrely_gen.yaml").read_text())
     assert sorted(group["task"]) == ["ctxrely_cf_capitals_gen", "ctxrely_graded_years_gen"]  # each item pooled once
+
+
+def test_cli_graded_and_report_on_a_saved_tiny_model(tiny_model_dir, tmp_path, capsys):
+    from ctxrely.cli.main import main
+
+    out = tmp_path / "g"
+    assert main(["graded", "--model", str(tiny_model_dir("gpt_neox")), "--suites", "graded_numbers", "--limit", "12",
+                 "--max-new-tokens", "3", "--n-boot", "20", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [p["degree_label"] for p in summary["adoption"]["graded_numbers"]["by_degree"]][-1] == "x10"
+    assert (out / "adoption.png").stat().st_size > 1000
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "data:image/png;base64" in page and "x1.5" in page and "context bias" in page
+    assert main(["ls"]) == 0 and "graded_years" in capsys.readouterr().out
+    assert main(["graded", "--model", str(tiny_model_dir("gpt_neox")), "--out", str(out / "summary.json")]) == 2

@@ -29,6 +29,7 @@ from ctxrely.paths import check_out_dir, check_out_file, refuse_overwrite
 # command -> (argparse dest, option as the user writes it, "dir" | "file"); "steer" depends on the subcommand
 OUTPUTS: dict[str, list[tuple[str, str, str]]] = {
     "eval": [("out", "--out", "dir")],
+    "graded": [("out", "--out", "dir")],
     "nih": [("out", "--out", "dir")],
     "attention": [("out", "--out", "dir")],
     "score-data": [("out", "--out", "dir")],

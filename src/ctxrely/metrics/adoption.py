@@ -41,11 +41,16 @@ OUTCOMES = ("adopt", "prior_kept", "neither")
 CORRECTIONS = ("tpc", "calibrated")
 
 
+def _rank(row: dict[str, Any]) -> int:
+    """The ladder step; rows of ungraded suites (``prior=True`` on e.g. cf_capitals) count as perturbed (1)."""
+    return int(row.get("degree_rank", 1))
+
+
 def outcome(row: dict[str, Any]) -> str | None:
     """``adopt`` / ``prior_kept`` / ``neither`` for a generated answer; None without one."""
     if row.get("cf_hit") is None:
         return None
-    if row.get("degree_rank", 1) == 0:
+    if _rank(row) == 0:
         return "adopt" if row["cf_hit"] else "neither"
     if row["cf_hit"] and not row.get("param_hit"):
         return "adopt"
@@ -59,7 +64,7 @@ def correct(row: dict[str, Any]) -> bool | None:
     o = outcome(row)
     if o is None:
         return None
-    return o == "adopt" if row.get("degree_rank", 1) == 0 else o == "prior_kept"
+    return o == "adopt" if _rank(row) == 0 else o == "prior_kept"
 
 
 def rates(rows: Sequence[dict[str, Any]], n_boot: int = 1000) -> dict[str, Any]:
@@ -77,8 +82,8 @@ def by_degree(rows: Sequence[dict[str, Any]], n_boot: int = 1000) -> list[dict[s
     """One point per (perturbation kind, ladder step), the controls (rank 0) first within a kind."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((str(r.get("perturb")), int(r.get("degree_rank", 0))), []).append(r)
-    return [{"perturb": k, "degree_rank": rank, "degree": g[0].get("degree"), "degree_label": g[0].get("degree_label"),
+        groups.setdefault((str(r.get("perturb", "conflict")), _rank(r)), []).append(r)
+    return [{"perturb": k, "degree_rank": rank, "degree": g[0].get("degree"), "degree_label": g[0].get("degree_label", "conflict"),
              **rates(g, n_boot)} for (k, rank), g in sorted(groups.items())]
 
 
@@ -134,7 +139,7 @@ def _table(rows: Sequence[dict[str, Any]], choose: Sequence[bool | None], n_boot
             continue
         right = correct(r) if ctx else bool(r.get("prior_correct"))
         acc.append(float(right))
-        control = r.get("degree_rank", 1) == 0
+        control = _rank(r) == 0
         if not control and r.get("prior_correct"):
             cbias.append(float(ctx and outcome(r) == "adopt"))
         if control and not r.get("prior_correct"):
@@ -196,11 +201,11 @@ def clasheval(rows: Sequence[dict[str, Any]], corrections: Sequence[str] = CORRE
 def adoption_summary(rows: Sequence[dict[str, Any]], n_boot: int = 1000, edges: Sequence[float] = PRIOR_EDGES,
                      corrections: Sequence[str] = CORRECTIONS) -> dict[str, Any]:
     """Everything above for one suite's rows (or several suites' rows pooled)."""
-    pert = [r for r in rows if r.get("degree_rank", 1) != 0]
+    pert = [r for r in rows if _rank(r) != 0]
     gen = [r for r in pert if outcome(r) is not None]
     logit = [r for r in pert if r.get("cf_wins") is not None]
     with_prior = [r for r in pert if r.get("prior_p") is not None and r["prior_p"] > 0]
-    degree_trend = trend([r["degree_rank"] for r in gen], [float(outcome(r) == "adopt") for r in gen], n_boot)
+    degree_trend = trend([_rank(r) for r in gen], [float(outcome(r) == "adopt") for r in gen], n_boot)
     prior_trend = trend([math.log10(r["prior_p"]) for r in with_prior if outcome(r) is not None],
                         [float(outcome(r) == "adopt") for r in with_prior if outcome(r) is not None], n_boot)
     return {
@@ -211,7 +216,7 @@ def adoption_summary(rows: Sequence[dict[str, Any]], n_boot: int = 1000, edges: 
         "by_prior": by_prior(pert, edges, n_boot),
         "trend_degree": {"per": "ladder step", **degree_trend},
         "trend_prior": {"per": "decade of prior probability", **prior_trend},
-        "trend_degree_logit": {"per": "ladder step", **trend([r["degree_rank"] for r in logit],
+        "trend_degree_logit": {"per": "ladder step", **trend([_rank(r) for r in logit],
                                                             [float(r["cf_wins"]) for r in logit], n_boot)},
         "clasheval": clasheval(rows, corrections, n_boot),
     }

@@ -110,15 +110,23 @@ def adoption_tables(run_dirs: Sequence[str | Path]) -> str:
     return "\n".join(parts)
 
 
+def adoption_section(run_dirs: Sequence[str | Path], out_dir: str | Path) -> str:
+    """An HTML fragment: the two curves (``<out_dir>/adoption.png``, inlined) and their tables."""
+    from ctxrely.report.html import img_tag
+
+    png = plot_adoption(run_dirs, Path(out_dir) / "adoption.png")
+    return (f"<figure>{img_tag(png, 'adoption curves')}<figcaption class=\"muted\">adoption of the context's "
+            "value by perturbation degree (left) and by the closed-book probability of the true answer (right); "
+            f"bars: bootstrap 95% intervals</figcaption></figure>{adoption_tables(run_dirs)}")
+
+
 def build_adoption_report(run_dirs: Sequence[str | Path], out_dir: str | Path,
                           title: str = "ctxrely: graded conflicts") -> Path:
     """One self-contained ``report.html`` with the two curves and their tables (``ctxrely report`` on eval runs)."""
-    from ctxrely.report.html import SCRIPT, STYLE, _e, img_tag
+    from ctxrely.report.html import SCRIPT, STYLE, _e
 
     out = Path(out_dir)
-    png = plot_adoption(run_dirs, out / "adoption.png")
-    body = (f"<h1>{_e(title)}</h1><h2>Adoption of the context's value</h2>"
-            f"<figure>{img_tag(png, 'adoption curves')}</figure><h2>Tables</h2>{adoption_tables(run_dirs)}")
+    body = f"<h1>{_e(title)}</h1><h2>Adoption of the context's value</h2>{adoption_section(run_dirs, out)}"
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
             f"<style>{STYLE}</style></head><body>\n{body}\n<script>{SCRIPT}</script>\n</body></html>\n")
     path = out / "report.html"
