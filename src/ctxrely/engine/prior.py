@@ -70,9 +70,9 @@ def prior_pass(model: Any, tokenizer: Any, examples: Sequence[ConflictExample], 
                             max(max_new_tokens, answer_len + 1), indicator)
     requests, owner = _requests(exs, prompts, tokenizer, fmt, True, True, max_new_tokens)
     if backend is None:
-        from ctxrely.engine.hf import HFBackend
+        from ctxrely.engine.backend import make_backend
 
-        backend = HFBackend(model, tokenizer)
+        backend = make_backend(model, tokenizer)  # the closed-book pass is plain decoding
     was_training = getattr(model, "training", False)
     model.eval()
     try:
