@@ -91,3 +91,74 @@ def test_registry_resolves_lazily_and_loads_its_sources_on_first_use(tmp_path, m
         assert "unknown thing 'c'" in str(e) and "known: a, b" in str(e)
     else:
         raise AssertionError("an unknown name did not raise")
+
+
+def _import_graph() -> dict[str, set[str]]:
+    mods = {}
+    for p in SRC.rglob("*.py"):
+        name = ".".join(p.relative_to(SRC.parent).with_suffix("").parts)
+        mods[name.removesuffix(".__init__")] = p
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for _, name in imported_modules(p):
+            while name and name not in mods:
+                name = name.rpartition(".")[0]
+            if name and name != m:
+                graph[m].add(name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp.append(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_no_import_circle_spans_two_packages():
+    """A circle inside one subpackage is its own business; one through two packages (or through the
+    facade) is a layering bug: the registry's old ``load_builtins`` made a 16-module one."""
+
+    def package(mod: str) -> str:
+        parts = mod.split(".")  # ctxrely.engine.hf -> ctxrely.engine; ctxrely.registry stays itself
+        return ".".join(parts[:2]) if len(parts) > 1 and (SRC / parts[1]).is_dir() else mod
+
+    graph = _import_graph()
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+    wide = [c for c in _cycles(graph) if len({package(m) for m in c}) > 1]
+    assert not wide, f"import circles across packages: {wide}"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; mirrors _LAZY (a test keep
     from ctxrely.steer.attention import steer_attention
     from ctxrely.track.callback import ContextRelianceCallback
 
-__version__ = "0.1.0"
+from ctxrely.version import __version__ as __version__  # noqa: E402  (a leaf; see version.py)
 
 # public name -> module that defines it (imported lazily on first attribute access)
 _LAZY = {

@@ -43,7 +43,7 @@ def _load_commands() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ctxrely import __version__
+    from ctxrely.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="ctxrely", description="Does my model still listen to the context it is given?"

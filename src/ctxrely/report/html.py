@@ -106,7 +106,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, *, title: 
         extra_sections: ``(heading, html_fragment)`` pairs inserted after the summary (fragments are
             trusted HTML; embed any images in them as data URIs).
     """
-    from ctxrely import __version__
+    from ctxrely.version import __version__
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 
-from ctxrely.data.schema import ConflictExample, Suite
+from ctxrely.data.schema import Suite
+from ctxrely.data.suites.base import Builder as Builder
+from ctxrely.data.suites.base import register_suite as register_suite
 from ctxrely.registry import SUITES
-
-Builder = Callable[[], list[ConflictExample]]
-
-
-def register_suite(name: str, version: str, description: str) -> Callable[[Builder], Builder]:
-    """Register a deterministic suite builder under ``name`` with a version."""
-    return SUITES.register(name, description=description, version=version)
 
 
 @cache

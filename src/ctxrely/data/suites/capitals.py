@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ctxrely.data.facts import aliases_for, cities_of, load_facts, question_for
 from ctxrely.data.facts.text import cap, clashes, pick_other, tidy
 from ctxrely.data.schema import ConflictExample
-from ctxrely.data.suites import register_suite
+from ctxrely.data.suites.base import register_suite
 
 NAME = "cf_capitals"
 SEED = 20240601

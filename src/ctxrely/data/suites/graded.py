@@ -26,7 +26,7 @@ from ctxrely.data.facts import Fact, load_facts, question_for, read_table
 from ctxrely.data.facts.text import cap, tidy
 from ctxrely.data.graded import grade_examples
 from ctxrely.data.schema import ConflictExample
-from ctxrely.data.suites import register_suite
+from ctxrely.data.suites.base import register_suite
 
 SEED = 20241021
 VERSION = "1"

@@ -22,7 +22,7 @@ import random
 from ctxrely.data.facts import load_proverbs
 from ctxrely.data.facts.text import pick_other
 from ctxrely.data.schema import ConflictExample
-from ctxrely.data.suites import register_suite
+from ctxrely.data.suites.base import register_suite
 
 NAME = "cf_quotes"
 SEED = 20240604

@@ -22,7 +22,7 @@ import random
 from ctxrely.data.facts import Fact, aliases_for, load_facts, question_for
 from ctxrely.data.facts.text import cap, pick_other, tidy
 from ctxrely.data.schema import ConflictExample
-from ctxrely.data.suites import register_suite
+from ctxrely.data.suites.base import register_suite
 
 NAME = "cf_world_facts"
 SEED = 20240602

@@ -208,7 +208,7 @@ def _inline_suites(examples: Sequence[ConflictExample], limit: int | None) -> li
 
 
 def _exporter() -> str:
-    from ctxrely import __version__
+    from ctxrely.version import __version__
 
     return f"ctxrely {__version__}"
 
