@@ -117,3 +117,17 @@ def test_contributing_layout_names_real_paths():
                     if not ((base_dir / name).exists() or (src / name).exists() or (ROOT / name).exists()):
                         missing.append(f"{base}{name}")
     assert not missing, f"CONTRIBUTING.md names paths that do not exist: {missing}"
+
+
+def test_readme_lists_every_command_with_a_page():
+    """The README's command table: one line per ``ctxrely`` command, each linking a page that exists."""
+    import importlib
+
+    from ctxrely.cli.main import COMMANDS
+
+    names = [importlib.import_module(f"ctxrely.cli.{m}").NAME for m in COMMANDS]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `ctxrely ([\w-]+)` \|.*\]\(([^)#]+)[^)]*\) \|$",
+                                                         (ROOT / "README.md").read_text(encoding="utf-8"), re.M)}
+    assert sorted(rows) == sorted(names), f"README command table {sorted(rows)} vs commands {sorted(names)}"
+    assert all((ROOT / page).is_file() for page in rows.values()), rows
+    assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) < 200
