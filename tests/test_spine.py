@@ -148,3 +148,19 @@ def test_one_eval_run_validates_once_and_resolves_suites_once(tiny_model_dir, tm
     assert main(["eval", "--model", str(tiny_model_dir("llama")), "--suites", "cf_capitals", "--limit", "2",
                  "--mode", "logits", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert calls == {"check_options": 1, "resolve_suites": 1}
+
+
+def test_callback_takes_one_settings_object_with_a_decode_strategy(tiny_llama):
+    """``ContextRelianceCallback(settings=...)``: CAD + PASTA in the probe, metrics equal ``evaluate``'s."""
+    from ctxrely.engine.api import evaluate
+    from ctxrely.track.callback import ContextRelianceCallback
+    from ctxrely.track.probe import run_probe
+
+    model, tok = tiny_llama
+    st = EvalSettings(mode="generate", limit=4, max_new_tokens=4, decode="cad", cad_alpha=2.0, steer="pasta")
+    cb = ContextRelianceCallback(examples={"toy": _examples()}, settings=st, attention_subset=0)
+    assert cb.metric == "toy/cf_acc" and cb.probe.settings.intervention == st.intervention
+    got = run_probe(model, tok, cb.probe)
+    want = evaluate(model, tok, [Suite("toy", "x", _examples())], settings=st.replace(n_boot=0), progress=False)
+    assert got.metrics == want.metrics
+    assert [r["output"] for r in got.example_rows] == [r["output"] for r in want.rows]

@@ -84,6 +84,9 @@ class ContextRelianceCallback(TrainerCallback):
         tokenizer: the tokenizer (default: the trainer's ``processing_class``).
         probes: extra callables ``probe(model, tokenizer) -> {metric: value}`` run at every evaluation
             (e.g. ``ctxrely.awareness.probes.NIHProbe``, ``AttentionRoleProbe``).
+        settings: one :class:`~ctxrely.engine.settings.EvalSettings` (format, mode, limit, batching,
+            decode strategy, ...) instead of ``limit``/``fmt``/``mode``/``indicator``/``batch_size``/
+            ``max_new_tokens``: the probe then measures exactly what ``ctxrely.evaluate`` does with it.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class ContextRelianceCallback(TrainerCallback):
         log_prefix: str = "ctxrely/",
         tokenizer: Any = None,
         probes: Sequence[Any] = (),
+        settings: Any = None,
     ) -> None:
         if isinstance(suites, str):
             suites = [suites]
@@ -122,11 +126,11 @@ class ContextRelianceCallback(TrainerCallback):
             raise ValueError(f"on_inversion must be among {', '.join(ACTIONS)}, got {on_inversion!r}")
         self.probe = build_probe(suites, examples, id_sets, limit=limit, fmt=fmt, mode=mode, indicator=indicator,
                                  batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                 attention_subset=attention_subset)
-        default_kind = "cf_acc" if mode == "generate" else "logit_cf_rate"
+                                 attention_subset=attention_subset, settings=settings)
+        default_kind = "cf_acc" if self.probe.mode == "generate" else "logit_cf_rate"
         self.metric = metric or f"{'all' if len(self.probe.suites) > 1 else self.probe.suites[0]}/{default_kind}"
         if self.metric not in self.probe.metric_names():
-            raise ValueError(f"metric {self.metric!r} is not produced by this probe (mode={mode}); choose from "
+            raise ValueError(f"metric {self.metric!r} is not produced by this probe (mode={self.probe.mode}); choose from "
                              f"{', '.join(self.probe.metric_names())}")
         self.detector = InversionDetector(drop_threshold, patience, scale=points_scale(self.metric))
         self.eval_every, self.actions, self.strict = eval_every, actions, strict
