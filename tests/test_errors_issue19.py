@@ -80,6 +80,14 @@ CASES: list[tuple[str, list[str], list[str]]] = [
      ["pair_noq.jsonl, line 1", "context_string", "Question:"]),
     ("augment-empty-entities", ["augment", "--data", "{sft}", "--entities", "{empty_list}", "--out", "{tmp}/a.jsonl"],
      ["empty.json", "no substitute names"]),
+    ("augment-out-unknown-type", ["augment", "--data", "{sft}", "--out", "{tmp}/a.txt"], ["unsupported file type .txt"]),
+    ("eval-empty-stop", ["eval", "--model", "{model}", "--data", "{data}", "--stop", "", "--out", "{tmp}/e"],
+     ["--stop ''"]),
+    ("steer-compare-garbage-heads", ["steer", "compare", "--model", "{model}", "--data", "{data}", "--heads",
+                                     "{file}", "--out", "{tmp}/c"], ["a_file.txt", "bad JSON"]),
+    ("lab-table-recorded-without-runs", ["lab-table", "--recorded", "{empty_list}"], ["no recorded runs"]),
+    ("filter-scores-row-not-object", ["filter", "--scores", "{bad_scores}", "--out", "{tmp}/f.jsonl"],
+     ["scores.jsonl, line 1", "not a score row"]),
     # cause 2 (input overwrites): refused like augment
     ("steer-profile-out-is-data", ["steer", "profile", "--model", "{model}", "--data", "{data}", "--out", "{data}"],
      ["is the input file", "--data"]),
@@ -149,12 +157,15 @@ def _inputs(tmp: Path) -> dict[str, str]:
     (tmp / "pair_noq.jsonl").write_text("".join(json.dumps(r) + "\n" for r in noq))
     (tmp / "empty.json").write_text("[]")
     write_cpi(tmp / "...json", [GOOD])
+    (tmp / "bad_scores").mkdir()
+    (tmp / "bad_scores" / "scores.jsonl").write_text("[1, 2]\n")
+    (tmp / "bad_scores" / "meta.json").write_text("{}")
     return {"file": str(tmp / "a_file.txt"), "dir": str(tmp / "a_dir"), "tmp": str(tmp), "pairs": str(pairs),
             "data": str(write_cpi(tmp / "d.json", [GOOD, dict(GOOD, question="Which city is France's capital?")])),
             "sft": str(write_rows(tmp / "train.jsonl", make_rows("alpaca"))), "csv_extra": str(tmp / "shifted.csv"),
             "empty_ctx": str(tmp / "empty_ctx.json"), "pair_same": str(tmp / "pair_same.jsonl"),
             "pair_noq": str(tmp / "pair_noq.jsonl"), "empty_list": str(tmp / "empty.json"),
-            "dotdot": str(tmp / "...json")}
+            "dotdot": str(tmp / "...json"), "bad_scores": str(tmp / "bad_scores")}
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -299,3 +310,12 @@ def test_no_progress_silences_the_trainer(capsys, tmp_path, tiny_model_dir):
     out = capsys.readouterr()
     assert "it/s" not in out.err and "s/it" not in out.err and "%|" not in out.err, out.err[-500:]
     assert "{'loss'" not in out.out, out.out[-500:]
+
+
+def test_no_progress_means_no_bars_at_all(capsys, tmp_path, tiny_model_dir):
+    """Not even transformers' weight-loading bar."""
+    data = write_cpi(tmp_path / "d.json", [GOOD])
+    assert main(["eval", "--model", str(tiny_model_dir("llama")), "--data", str(data), "--mode", "logits",
+                 "--no-progress", "--out", str(tmp_path / "e")]) == 0
+    err = capsys.readouterr().err
+    assert "%|" not in err and "it/s" not in err, err[-500:]

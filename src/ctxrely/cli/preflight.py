@@ -89,7 +89,12 @@ def _inputs(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def check_overwrites(args: argparse.Namespace) -> None:
-    """No file output may be one of the command's input files (``--data``, ``--novel``, ...)."""
+    """No file output may be one of the command's input files (``--data``, ``--novel``, ...); rows
+    written back in their format need a known suffix."""
+    if command_of(args) in ("filter", "augment") and getattr(args, "out", None):
+        from ctxrely.data.records import file_type_of
+
+        file_type_of(args.out)  # .jsonl/.json/.csv/.tsv, known before the rows are computed
     for dest, option, kind in OUTPUTS.get(command_of(args), []):
         value = getattr(args, dest, None)
         if kind == "file" and value:
