@@ -106,12 +106,11 @@ class EvalResult:
     def table(self) -> list[tuple[str, str, str]]:
         """``(suite, metric, "mean [lo, hi]")`` rows for printing."""
         rows: list[tuple[str, str, str]] = []
-        no_ci = (self.summary.get("config") or {}).get("n_boot") == 0  # not an interval of width 0: none
         for suite, agg in self.summary.get("metrics", {}).items():
             for key, v in agg.items():
                 if isinstance(v, dict) and "mean" in v:
                     txt = "absent" if v["mean"] is None else (
-                        f"{v['mean']:.3f} (no CI: --n-boot 0)" if no_ci
+                        f"{v['mean']:.3f} (no CI: --n-boot 0)" if v.get("ci_low") is None
                         else f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]")
                     rows.append((suite, key, txt))
                 elif key == "buckets" and v:

@@ -15,13 +15,16 @@ import numpy as np
 
 
 def mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
-    """Mean with a percentile bootstrap CI: ``{"mean", "ci_low", "ci_high", "n"}`` (None when empty)."""
+    """Mean with a percentile bootstrap CI: ``{"mean", "ci_low", "ci_high", "n"}`` (None when empty; the
+    bounds are None for ``n_boot <= 0``: no interval, rather than one of width 0)."""
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     n = int(arr.size)
     if n == 0:
         return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
     mean = float(arr.mean())
-    if n == 1 or n_boot <= 0:
+    if n_boot <= 0:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "n": n}
+    if n == 1:
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": n}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
