@@ -469,3 +469,14 @@ def test_lab_damaged_preset_file_is_one_line(tmp_path, capsys):
     assert main(["lab", "--preset", "quick", "--out", str(out), "--no-progress", "--no-report"]) == 2
     err = capsys.readouterr().err.strip()
     assert "preset.json" in err and "not valid JSON" in err and "\n" not in err
+
+
+def test_trajectory_damaged_settings_file_is_one_line(tmp_path):
+    from ctxrely.track.trajectory import SETTINGS, TrajectoryStore
+
+    st = TrajectoryStore(tmp_path)
+    st.write_settings({"metric": "all/cf_acc"})
+    (tmp_path / SETTINGS).write_text('{"metric": "al', encoding="utf-8")
+    with pytest.raises(ResumeError, match="tracking.json: the tracking settings is not valid JSON") as e:
+        st.settings()
+    assert "\n" not in str(e.value)

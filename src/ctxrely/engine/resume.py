@@ -150,7 +150,7 @@ def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResumeError(f"{path}: {what} is not valid JSON ({e}); move it away or use another --out") from None
+        raise ResumeError(f"{path}: {what} is not valid JSON ({e}); fix it, move it away or use another output folder") from None
 
 
 def keep_aside(path: Path, tag: str, *, merge: bool = False) -> Path:

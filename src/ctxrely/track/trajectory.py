@@ -183,5 +183,7 @@ class TrajectoryStore:
         os.replace(tmp, self.dir / SETTINGS)
 
     def settings(self) -> dict[str, Any]:
+        from ctxrely.engine.resume import read_json
+
         path = self.dir / SETTINGS
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        return read_json(path, "the tracking settings") if path.exists() else {}  # damaged: one line
