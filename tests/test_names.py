@@ -62,3 +62,13 @@ def test_both_spellings_of_prompt_completion_read_and_write(tmp_path):
     a = build_rows(pool, k=2, strategy="random", similarity="chrf", fmt="prompt-completion")
     b = build_rows(pool, k=2, strategy="random", similarity="chrf", fmt="prompt_completion")
     assert a == b and set(a[0]) >= {"prompt", "completion"}
+
+
+def test_config_literals_accept_both_spellings():
+    from ctxrely.config import from_dict
+    from ctxrely.errors import ConfigError
+    from ctxrely.train.config import TrainConfig
+
+    assert from_dict(TrainConfig, {"dataset_format": "prompt-completion"}).dataset_format == "prompt_completion"
+    with pytest.raises(ConfigError, match="is not one of"):
+        from_dict(TrainConfig, {"dataset_format": "prompt-x"})

@@ -50,6 +50,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
     if origin is Literal:
+        if value not in args and isinstance(value, str):  # prompt-completion == prompt_completion
+            value = next((a for a in args if isinstance(a, str) and a.replace("_", "-") == value.replace("_", "-")),
+                         value)
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
