@@ -56,9 +56,17 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(model, tok, suite_objs, settings=settings, progress=not args.no_progress, out_dir=out,
                    model_name=args.model, grade=True, prior=True)
     print_result(res, out)
+    from ctxrely.report.adoption import format_ci as _ci
     from ctxrely.report.adoption import plot_adoption
 
     png = plot_adoption([out], out / "adoption.png")
+    for name, a in res.summary["adoption"].items():
+        print(f"{name}: adoption by degree " + ", ".join(f"{p['degree_label']} {_ci(p['adopt'])}" for p in a["by_degree"]))
+        print(f"{name}: adoption by prior p(true answer) "
+              + ", ".join(f"<={b['prior_hi']:g} {_ci(b['adopt'])} (n={b['n']})" for b in a["by_prior"] if b["n"]))
+        ce = a["clasheval"]
+        print(f"{name}: accuracy {_ci(ce['accuracy'])}, context bias {_ci(ce['context_bias'])}, "
+              f"prior bias {_ci(ce['prior_bias'])}")
     for name, rep in res.summary.get("grading", {}).items():
         if rep["skipped"]:
             print(f"{name}: graded {rep['n_graded']} of {rep['n_source']} items; skipped {rep['skipped']}")

@@ -3,7 +3,9 @@
 1. **Theory sandbox**: the one-layer model of Goyal et al. (2024) fine-tuned on a C / C+S / S
    mixture; attention to context and M_C rise, then fall, and do not fall without C+S points.
 2. **Step-0 knowledge-conflict eval** of a real pretrained LM (SmolLM2-135M-Instruct) on the built-in
-   suites: how often it answers from memory when the context says otherwise.
+   suites: how often it answers from memory when the context says otherwise; then the graded
+   conflicts (``graded_years``, ``graded_numbers``): adoption of a wrong passage by perturbation
+   degree and by the model's prior confidence (ClashEval's two curves).
 3. **The short lab preset**: LoRA fine-tuning of the same model on a C / C+S / S mixture built from
    the facts it knows, tracked by the callback, baseline beside the ``no_ccs`` mitigation.
 
@@ -45,11 +47,14 @@ class DemoConfig:
     lab_preset: str = field(default="short", metadata={"help": "lab preset of part 3"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, ..."})
     awareness: bool = field(default=True, metadata={"help": "NIH, SQuAD and attention allocation, raw vs chat"})
+    graded_limit: int = field(default=30, metadata={"help": "graded conflicts (adoption curves): first n passages "
+                                                             "of graded_years and graded_numbers (0: skip)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:
         if self.quick:
             self.model, self.eval_limit, self.theory_steps, self.lab_preset = "tiny", 8, 120, "quick"
+            self.graded_limit = min(self.graded_limit, 10)
 
 
 class _Stages:
@@ -205,6 +210,18 @@ def run_demo(cfg: DemoConfig) -> Path:
                f"{(agg.get('logit_cf_rate') or {}).get('mean', float('nan')):.2f} (n={agg['n']})")
     st.done("step-0 eval", t)
 
+    graded_html = ""
+    if cfg.graded_limit:  # ClashEval's two curves: adoption by perturbation degree and by prior confidence
+        from ctxrely.report.adoption import adoption_section
+
+        t = st.start(f"graded conflicts: when does {cfg.model} stop trusting a wrong passage?")
+        gdir = out / "graded"
+        if not (gdir / "summary.json").exists():
+            evaluate(model, tok, ["graded_years", "graded_numbers"], fmt=fmt, mode="both", limit=cfg.graded_limit,
+                     max_new_tokens=16, progress=cfg.progress, out_dir=gdir, model_name=cfg.model, n_boot=200)
+        graded_html = adoption_section([gdir], out / "report")
+        st.done("graded conflicts", t)
+
     aware_html = ""
     if cfg.awareness:  # the chat template vs the bare prompt (Wang et al. 2024), same loaded model
         from ctxrely.awareness.demo import QUICK, awareness_html, run_awareness
@@ -227,6 +244,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     sections = [("Theory sandbox: the paper's one-layer model, simulated", note + theory_html(theory, plots)),
                 (f"Before fine-tuning: step-0 knowledge-conflict eval of {cfg.model}",
                  eval_html(result, cfg.model, fmt))]
+    if graded_html:
+        sections.append((f"Graded conflicts: adoption of a wrong passage by degree and by prior ({cfg.model})",
+                         graded_html))
     if aware_html:
         sections.append((f"Context awareness under the chat template: {cfg.model}", aware_html))
     measured = measured_html(outcome.comparison)

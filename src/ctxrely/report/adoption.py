@@ -82,8 +82,18 @@ def plot_adoption(run_dirs: Sequence[str | Path], out_png: str | Path, key: str 
     return out
 
 
+def format_ci(v: dict[str, Any], absent: str = "-") -> str:
+    """``"0.53 [0.41, 0.66]"`` for a mean with its interval; ``absent`` when there is none.
+
+    Example:
+        >>> format_ci({"mean": 0.5, "ci_low": 0.25, "ci_high": 0.75}), format_ci({"mean": None})
+        ('0.50 [0.25, 0.75]', '-')
+    """
+    return absent if v["mean"] is None else f"{v['mean']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]"
+
+
 def _ci(v: dict[str, Any]) -> str:
-    return "&ndash;" if v["mean"] is None else f"{v['mean']:.2f} [{v['ci_low']:.2f}, {v['ci_high']:.2f}]"
+    return format_ci(v, "&ndash;")
 
 
 def adoption_tables(run_dirs: Sequence[str | Path]) -> str:
