@@ -132,6 +132,14 @@ def check_values(args: argparse.Namespace, argv: Sequence[str]) -> None:
         if n is not None and not -n <= args.layer < n:
             raise ConfigError(f"--layer {args.layer}: {args.model} has {n} layers (0..{n - 1}, or -1..-{n} from "
                               "the end)")
+    new_tokens, model = getattr(args, "max_new_tokens", None), getattr(args, "model", None)
+    if isinstance(new_tokens, int) and isinstance(model, str) and getattr(args, "mode", None) != "logits":
+        from ctxrely.models.load import WINDOW_KEYS, config_int
+
+        window = config_int(model, *WINDOW_KEYS)
+        if window is not None and new_tokens >= window:
+            raise ConfigError(f"--max-new-tokens {new_tokens} leaves no room for the prompt in {model}'s window "
+                              f"of {window} tokens; lower --max-new-tokens")
     if cmd == "steer profile":
         _at_least(args, "top_k", "--top-k", 1, " heads")
         _at_least(args, "top_layers", "--top-layers", 1, " layers")

@@ -101,9 +101,9 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def config_layers(name_or_path: str) -> int | None:
-    """The number of decoder layers a local or converted zoo model's ``config.json`` states, without
-    loading it (None when unknown: a hub id, an unconverted zoo model, no such field)."""
+def local_config(name_or_path: str) -> dict[str, Any] | None:
+    """The ``config.json`` of a local or converted zoo model (its ``text_config`` for multimodal
+    ones), read without loading anything; None for a hub id, an unconverted zoo model or no file."""
     import json
 
     from ctxrely.models import zoo
@@ -112,22 +112,39 @@ def config_layers(name_or_path: str) -> int | None:
         kind, loc = resolve_model_source(name_or_path)
     except ModelLoadError:
         return None
+    if kind == "hub":
+        return None
     if kind == "zoo":
         st = zoo.status(loc)
         if not st["converted"]:
             return None
         loc = st["path"]
-    if kind == "hub":
-        return None
     try:
         cfg = json.loads((Path(loc) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    return None
+    if not isinstance(cfg, dict):
+        return None
+    return cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+
+
+def config_int(name_or_path: str, *keys: str) -> int | None:
+    """The first positive integer among ``keys`` of :func:`local_config`, or None.
+
+    Example:
+        >>> config_int("/no/such/model", "num_hidden_layers") is None
+        True
+    """
+    cfg = local_config(name_or_path) or {}
+    return next((cfg[k] for k in keys if isinstance(cfg.get(k), int) and cfg[k] > 0), None)
+
+
+def config_layers(name_or_path: str) -> int | None:
+    """The number of decoder layers the model's ``config.json`` states (see :func:`local_config`)."""
+    return config_int(name_or_path, "num_hidden_layers", "n_layer", "num_layers")
+
+
+WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
 
 
 def check_device(device: str) -> str:
@@ -271,7 +288,7 @@ def tokenizer_of(model: Any) -> Any:
 def model_max_length(model: Any, tokenizer: Any | None = None) -> int | None:
     """The model's context window in tokens, if it says."""
     cfg = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+    for attr in WINDOW_KEYS:
         v = getattr(cfg, attr, None)
         if isinstance(v, int) and v > 0:
             return v
