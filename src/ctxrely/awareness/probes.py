@@ -33,6 +33,7 @@ class NIHProbe:
     needles: Sequence[Needle] | None = None
     batch_size: int = 4
     prefix: str = "nih"
+    settings: Any = None  # an EvalSettings (indicator, max_new_tokens, batch_size, stop, CAD/PASTA) replacing those fields
 
     def __post_init__(self) -> None:  # fail fast, before training starts
         self.lengths, self.depths = parse_grid(self.lengths, "lengths"), parse_grid(self.depths, "depths")
@@ -43,7 +44,8 @@ class NIHProbe:
 
         s = run_nih(model, tokenizer, lengths=self.lengths, depths=self.depths, needles=self.needles,
                     haystack=self.haystack, template=self.template, indicator=self.indicator,
-                    max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, progress=False)
+                    max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, progress=False,
+                    settings=self.settings)
         return {f"{self.prefix}/recall": s["mean_recall"], f"{self.prefix}/strict": s["mean_strict"]}
 
 
