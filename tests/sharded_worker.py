@@ -102,7 +102,39 @@ def shard_model(model: Any, kind: str) -> Any:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         return FullyShardedDataParallel(model, device_id=torch.device("cpu"))
+    if kind == "zero3":  # DeepSpeed ZeRO-3 (lock-step path): the engine's module holds partitioned params
+        import deepspeed
+
+        return deepspeed.initialize(model=model, config=ZERO3)[0].module
     return model
+
+
+ZERO3 = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+         "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}
+
+
+def gathered(model_dir: str) -> dict[str, Any]:
+    """ZeRO-3 through accelerate, evaluated with the parameters gathered (TRL's path): rank 0 decodes 1
+    token per prompt, rank 1 eight, without lock-step (forwards are local)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin
+
+    from ctxrely.engine.backend import Request
+    from ctxrely.engine.distributed import gathered_params, run_sharded, sharding
+    from ctxrely.engine.hf import HFBackend
+    from ctxrely.models.load import load_model
+
+    model, tok = load_model(model_dir)
+    acc = Accelerator(deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ZERO3))
+    engine, _ = acc.prepare(model, torch.optim.SGD(model.parameters(), lr=0.0))
+    prompts = tok([f"{e.context} {e.question}" for e in _examples()])["input_ids"]
+    reqs = [Request(p, (), 1 if i % 2 == 0 else 8) for i, p in enumerate(prompts)]
+    with gathered_params(engine, acc) as full:
+        kind = sharding(full)
+        texts = run_sharded(lambda rs: [o.text for o in HFBackend(full, tok).run(rs, batch_size=3)], reqs, full,
+                            "gathered")
+    return {"sharding": sharding(engine), "inside": kind, "texts": texts}
 
 
 def train(model_dir: str, out: Path, kind: str) -> None:
@@ -154,7 +186,21 @@ def main(argv: list[str]) -> None:
 
     if names == ["train"]:
         return train(model_dir, out, kind)
-    dist.init_process_group("gloo")
+    if kind.startswith("zero3"):
+        import os
+
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="gloo")
+        if kind == "zero3-gathered":
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"rank{dist.get_rank()}.json").write_text(json.dumps(gathered(model_dir)))
+            return None
+    else:
+        dist.init_process_group("gloo")
     model, tok = load_model(model_dir)
     model = shard_model(model, kind)
     result: dict[str, Any] = {"sharding": sharding(model)}

@@ -131,6 +131,26 @@ def test_fsdp1_lockstep_equals_one_process(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
+def test_zero3_lockstep_and_gathered_equal_one_process(tmp_path, tiny_model_dir):
+    """DeepSpeed ZeRO-3 on CPU (DS_ACCELERATOR=cpu): lock-step on the partitioned module, and TRL's gather
+    through accelerate (forwards local, no dummy forwards). Skipped where deepspeed is not installed."""
+    _cpu_only()
+    if importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed (pip install deepspeed; it runs on CPU with DS_ACCELERATOR=cpu)")
+    model = tiny_model_dir("llama")
+    ranks = launch(model, tmp_path / "z3", "zero3", "logits,early")
+    ref = reference(model, ["logits"], tmp_path)
+    for r in ranks:
+        assert r["sharding"] == "zero3"
+        same(r["logits"], ref["logits"])
+    assert ranks[0]["early"]["texts"] == ranks[1]["early"]["texts"] and ranks[0]["early"]["dummies"] > 0
+    got = launch(model, tmp_path / "z3g", "zero3-gathered", "gathered")
+    for g in got:
+        assert (g["sharding"], g["inside"]) == ("zero3", "replicated")
+        assert g["texts"] == ranks[0]["early"]["texts"]
+
+
+@pytest.mark.slow
 def test_two_nodes_on_localhost(tmp_path, tiny_model_dir):
     """``--nnodes 2`` with a c10d rendezvous on 127.0.0.1: one process per "node", FSDP2 across them."""
     _cpu_only()

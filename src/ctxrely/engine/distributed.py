@@ -178,6 +178,8 @@ def _fsdp_classes() -> tuple[Any, Any]:
 
 def _is_zero3(model: Any) -> bool:
     """DeepSpeed ZeRO-3 partitions parameters in place and tags each with ``ds_id`` / ``ds_status``."""
+    if getattr(model, "_ctxrely_gathered", False):  # inside gathered_params: full weights, local forwards
+        return False
     stage = getattr(model, "zero_optimization_stage", None)
     if callable(stage):
         with contextlib.suppress(Exception):
@@ -339,13 +341,16 @@ def _agree_failure(err: BaseException | None, what: str) -> None:
     raise RankError(f"{what} failed on rank {r} of {world}{more}: {m}") from err
 
 
-def _note(kind: Sharding, what: str) -> None:
+def _note(kind: str, what: str) -> None:
     """Say once per process which case applies (main process only)."""
     if kind in _logged or world_info()[0] != 0:
         return
     _logged.add(kind)
     how = {"fsdp1": "FSDP1", "fsdp2": "FSDP2 (fully_shard)", "zero3": "DeepSpeed ZeRO-3"}
-    if kind in SHARDED:
+    if kind == "gathered":
+        log.info("ctxrely %s: DeepSpeed ZeRO-3 parameters gathered on every rank (TRL's "
+                 "unwrap_model_for_generation); forwards are local", what)
+    elif kind in SHARDED:
         log.info("ctxrely %s: parameters sharded by %s; evaluating in lock-step (every rank runs the same "
                  "number of forward passes)", what, how[kind])
     else:
@@ -374,8 +379,14 @@ def gathered_params(model: Any, accelerator: Any = None) -> Iterator[Any]:
     (TRL's ``unwrap_model_for_generation``, which gathers them and lifts ZeRO's hooks), so forwards
     are local and no lock-step is needed. Anything else: ``model`` itself.
 
-    Needs the full model to fit on one device. Untested here (DeepSpeed does not run on this CPU-only
-    machine); the lock-step path covers ZeRO-3 without it.
+    Needs the full model to fit on one device, and an optimizer prepared with the model (TRL lifts
+    ZeRO's hooks through it); without one, use the lock-step path (:func:`lockstep`), which needs
+    neither.
+
+    Example:
+        >>> with gathered_params(None) as m:  # not ZeRO-3: the model itself
+        ...     m is None
+        True
     """
     if accelerator is None or sharding(model) != "zero3":
         yield model
@@ -385,4 +396,9 @@ def gathered_params(model: Any, accelerator: Any = None) -> Iterator[Any]:
     except ImportError as e:
         raise CtxrelyError("gathering ZeRO-3 parameters needs trl (pip install trl)") from e
     with unwrap_model_for_generation(model, accelerator, gather_deepspeed3_params=True) as full:
-        yield full
+        full._ctxrely_gathered = True
+        _note("gathered", "eval")
+        try:
+            yield full
+        finally:
+            del full._ctxrely_gathered
