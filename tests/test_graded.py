@@ -133,6 +133,8 @@ def test_clasheval_biases_and_token_probability_correction():
     # TPC: row 0 -> prior (right), row 1 -> context answer (kept the true value: right), row 2 -> context (wrong)
     assert t["tpc"]["accuracy"]["mean"] == pytest.approx(2 / 3) and t["tpc"]["context_bias"]["mean"] == 0.0
     assert t["calibrated"] == "too few items for a held-out split"
+    rows[0]["output_p"] = 0.95  # the with-context answer's own probability wins over the teacher-forced value's
+    assert clasheval(rows, n_boot=0)["tpc"]["context_bias"]["mean"] == 0.5
     assert trend([0, 1, 2, 3], [1, 1, 0, 0], n_boot=200)["ci_high"] <= 0.0
 
 
@@ -171,6 +173,7 @@ def test_eval_on_graded_suite_writes_adoption_and_prior_equals_closed_book_scori
     assert "graded_numbers/adopt@degree=number:x10" in summary["flat"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "examples.jsonl").read_text().splitlines()]
     assert rows == res.rows and all("prior_p" in r and "degree_rank" in r for r in rows)
+    assert all(0 < r["output_p"] <= 1 for r in rows if r["output"])  # the with-context answer's own confidence
     # the prior equals plain scoring of the closed-book question (teacher-forced log p, greedy answer)
     books = list(closed_book(load_suite("graded_numbers").examples[:12]).values())
     direct = score_examples(model, tok, books, mode="both", max_new_tokens=4, progress=False)

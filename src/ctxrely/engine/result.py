@@ -52,12 +52,14 @@ class ScoredRow:
     exact_match: bool | None = None
     f1: float | None = None
     steer_span_tokens: int | None = None  # attention steering: tokens steered toward (0: nothing to steer)
+    output_p: float | None = None  # generate mode: mean token probability of the answer (stop-string tokens included)
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``examples.jsonl`` holds it: keys of a mode that did not run are left out."""
         d = asdict(self)
         drop = (GEN_KEYS if self.output is None else ()) + (LOGIT_KEYS if self.logp_cf is None else ()) \
-            + (RC_KEYS if self.f1 is None else ()) + (("steer_span_tokens",) if self.steer_span_tokens is None else ())
+            + (RC_KEYS if self.f1 is None else ()) + (("steer_span_tokens",) if self.steer_span_tokens is None else ()) \
+            + (("output_p",) if self.output_p is None else ())
         return {k: v for k, v in d.items() if k not in drop}
 
     @classmethod

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -142,6 +143,8 @@ def _requests(examples: list[ConflictExample], prompts: list[Any], tokenizer: An
 def _fill(row: ScoredRow, ex: ConflictExample, out: Outcome, match: MatchMode) -> None:
     if out.text is not None:
         row.output = out.text
+        if out.token_logps:  # ClashEval's token-probability correction compares these (metrics.adoption)
+            row.output_p = math.exp(sum(out.token_logps) / len(out.token_logps))
         flags = gen_flags(out.text, ex.cf_targets(), ex.param_targets(), match)
         row.cf_hit, row.param_hit, row.bucket = flags["cf_hit"], flags["param_hit"], flags["bucket"]
         if ex.param_answer is None:  # gold answers only (reading comprehension): EM / F1 too

@@ -12,8 +12,8 @@ ladder step, the control first), ``by_prior`` (bins of the closed-book probabili
 :data:`PRIOR_EDGES`), least-squares ``trend``s with bootstrap CIs (adoption per ladder step; per
 decade of prior probability), and ClashEval's table: ``accuracy``, ``context_bias`` (adopts a wrong
 context when the prior was right), ``prior_bias`` (misses a right context when the prior was wrong),
-plain and under its two fixes: ``tpc`` (token-probability correction: take the context's answer when
-the mean token probability of the context value given the passage exceeds that of the closed-book
+plain and under its two fixes: ``tpc`` (token-probability correction: keep the with-context answer
+when its mean token probability exceeds that of the closed-book answer, else give the closed-book
 answer) and ``calibrated`` (the two probabilities as percentiles of a held-out half, compared with a
 threshold fitted on that half; reported on the other half, beside plain and ``tpc`` on the same half).
 
@@ -126,6 +126,9 @@ def trend(xs: Sequence[float], ys: Sequence[float], n_boot: int = 1000, seed: in
 
 
 def _ctx_p(row: dict[str, Any]) -> float | None:
+    """The with-context answer's mean token probability (else the context value's, teacher-forced)."""
+    if row.get("output_p") is not None:
+        return float(row["output_p"])
     if row.get("logp_cf") is None or not row.get("n_tok_cf"):
         return None
     return math.exp(row["logp_cf"] / row["n_tok_cf"])
@@ -168,7 +171,7 @@ def clasheval(rows: Sequence[dict[str, Any]], corrections: Sequence[str] = CORRE
     if not corrections:
         return out
     if not usable:
-        out["corrections"] = "need --mode both (generated answers and answer log-probs) and the prior pass"
+        out["corrections"] = "need generated answers (--mode generate or both) and the prior pass"
         return out
     if "tpc" in corrections:
         out["tpc"] = _table(rows, [None if c is None or p is None else c > p for c, p in pc], n_boot)

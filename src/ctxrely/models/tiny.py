@@ -38,6 +38,8 @@ def default_corpus() -> list[str]:
         from ctxrely.registry import SUITES
 
         for name in SUITES.names():
+            if name.startswith("graded_"):  # edited copies of shipped facts: no new words, and leaving them
+                continue                    # out keeps the tiny tokenizer (and the tests' tiny models) as before
             for ex in load_suite(name).examples:
                 lines.append(f"{ex.context}\n{ex.question}\n{ex.cf_answer} {ex.param_answer or ''}")
     except Exception:  # suites are optional for the tokenizer; a bare corpus still trains
