@@ -61,3 +61,17 @@ def test_old_module_path_is_an_alias():
     from ctxrely.track import distributed as old
 
     assert old.shard is d.shard and old.gather_in_order is d.gather_in_order and old.world_info is d.world_info
+
+
+def test_shipped_accelerate_configs_load():
+    """Every config in examples/accelerate/ is one accelerate accepts (unknown keys are an error there)."""
+    pytest.importorskip("accelerate")
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "examples" / "accelerate").glob("*.yaml"))
+    kinds = {p.stem: ClusterConfig.from_yaml_file(p) for p in paths}
+    assert set(kinds) == {"ddp", "fsdp1", "fsdp2", "fsdp2_two_nodes", "zero3"}
+    assert kinds["fsdp2"].fsdp_config["fsdp_version"] == 2 and kinds["fsdp1"].fsdp_config["fsdp_version"] == 1
+    assert kinds["zero3"].deepspeed_config["zero_stage"] == 3 and kinds["fsdp2_two_nodes"].num_machines == 2
