@@ -166,7 +166,8 @@ def test_eval_on_graded_suite_writes_adoption_and_prior_equals_closed_book_scori
                    progress=False, out_dir=tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     a = summary["adoption"]["graded_numbers"]
-    assert {"by_degree", "by_prior", "trend_degree", "trend_prior", "clasheval"} <= set(a)
+    assert {"by_degree", "by_prior", "by_prior_answer", "trend_degree", "trend_prior", "clasheval"} <= set(a)
+    assert sum(b["n"] for b in a["by_prior_answer"]) == a["n_perturbed"]  # every closed-book answer has a probability
     assert [p["degree_label"] for p in a["by_degree"]] == ["none", "x1.1", "x1.5", "x2", "x5", "x10"]
     assert all({"mean", "ci_low", "ci_high"} <= set(p["adopt"]) for p in a["by_degree"])
     assert summary["prior_pass"]["n_questions"] == 2 and summary["prior_pass"]["n_items"] == 12

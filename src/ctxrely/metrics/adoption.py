@@ -9,7 +9,8 @@ Per row (one graded passage, scored with its prior, see :mod:`ctxrely.engine.pri
 
 Aggregates (means with bootstrap CIs): overall on the perturbed rows, ``by_degree`` (one point per
 ladder step, the control first), ``by_prior`` (bins of the closed-book probability of the true answer,
-:data:`PRIOR_EDGES`), least-squares ``trend``s with bootstrap CIs (adoption per ladder step; per
+:data:`PRIOR_EDGES`), ``by_prior_answer`` (bins of the mean token probability of the model's own
+closed-book answer, ClashEval's prior confidence, :data:`ANSWER_EDGES`), least-squares ``trend``s with bootstrap CIs (adoption per ladder step; per
 decade of prior probability), and ClashEval's table: ``accuracy``, ``context_bias`` (adopts a wrong
 context when the prior was right), ``prior_bias`` (misses a right context when the prior was wrong),
 plain and under its two fixes: ``tpc`` (token-probability correction: keep the with-context answer
@@ -37,6 +38,7 @@ import numpy as np
 from ctxrely.metrics.stats import mean_ci
 
 PRIOR_EDGES: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1, 0.5, 1.0)
+ANSWER_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 OUTCOMES = ("adopt", "prior_kept", "neither")
 CORRECTIONS = ("tpc", "calibrated")
 
@@ -87,14 +89,14 @@ def by_degree(rows: Sequence[dict[str, Any]], n_boot: int = 1000) -> list[dict[s
              **rates(g, n_boot)} for (k, rank), g in sorted(groups.items())]
 
 
-def by_prior(rows: Sequence[dict[str, Any]], edges: Sequence[float] = PRIOR_EDGES, n_boot: int = 1000
-             ) -> list[dict[str, Any]]:
-    """Perturbed rows binned by ``prior_p`` (bins ``[lo, hi)``, the last closed); empty bins have n 0."""
+def by_prior(rows: Sequence[dict[str, Any]], edges: Sequence[float] = PRIOR_EDGES, n_boot: int = 1000,
+             key: str = "prior_p") -> list[dict[str, Any]]:
+    """Perturbed rows binned by ``key`` (bins ``[lo, hi)``, the last closed); empty bins have n 0."""
     out = []
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
         last = i == len(edges) - 2
-        g = [r for r in rows if r.get("prior_p") is not None and lo <= r["prior_p"] and (r["prior_p"] < hi or last)]
-        ps = [r["prior_p"] for r in g]
+        g = [r for r in rows if r.get(key) is not None and lo <= r[key] and (r[key] < hi or last)]
+        ps = [r[key] for r in g]
         out.append({"bin": i, "prior_lo": lo, "prior_hi": hi, "prior_mean": float(np.mean(ps)) if ps else None,
                     **rates(g, n_boot)})
     return out
@@ -217,8 +219,12 @@ def adoption_summary(rows: Sequence[dict[str, Any]], n_boot: int = 1000, edges: 
         "overall": rates(pert, n_boot),
         "by_degree": by_degree(rows, n_boot),
         "by_prior": by_prior(pert, edges, n_boot),
+        "by_prior_answer": by_prior(pert, ANSWER_EDGES, n_boot, key="prior_output_p"),
         "trend_degree": {"per": "ladder step", **degree_trend},
         "trend_prior": {"per": "decade of prior probability", **prior_trend},
+        "trend_prior_answer": {"per": "unit of the closed-book answer's mean token probability", **trend(
+            [r["prior_output_p"] for r in gen if r.get("prior_output_p") is not None],
+            [float(outcome(r) == "adopt") for r in gen if r.get("prior_output_p") is not None], n_boot)},
         "trend_degree_logit": {"per": "ladder step", **trend([_rank(r) for r in logit],
                                                             [float(r["cf_wins"]) for r in logit], n_boot)},
         "clasheval": clasheval(rows, corrections, n_boot),
@@ -235,6 +241,8 @@ def adoption_flat(summary: dict[str, Any], prefix: str) -> dict[str, float | Non
         flat[f"{prefix}/logit_adopt@degree={p['perturb']}:{p['degree_label']}"] = p["logit_adopt"]["mean"]
     for b in summary["by_prior"]:
         flat[f"{prefix}/adopt@prior<={b['prior_hi']:g}"] = b["adopt"]["mean"]
+    for b in summary.get("by_prior_answer", []):
+        flat[f"{prefix}/adopt@prior_answer<={b['prior_hi']:g}"] = b["adopt"]["mean"]
     for k in ("accuracy", "context_bias", "prior_bias"):
         flat[f"{prefix}/{k}"] = summary["clasheval"][k]["mean"]
         tpc = summary["clasheval"].get("tpc")

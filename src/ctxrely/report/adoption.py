@@ -96,6 +96,12 @@ def _ci(v: dict[str, Any]) -> str:
     return format_ci(v, "&ndash;")
 
 
+def _bin_rows(bins: Sequence[dict[str, Any]]) -> list[str]:
+    return [f"<tr><td>[{b['prior_lo']:g}, {b['prior_hi']:g}]</td><td>{b['n']}</td>"
+            + "".join(f"<td>{_ci(b[k])}</td>" for k in ("adopt", "prior_kept", "neither", "logit_adopt")) + "</tr>"
+            for b in bins]
+
+
 def adoption_tables(run_dirs: Sequence[str | Path]) -> str:
     """HTML tables: per run and suite, adoption / prior kept / logit adoption by degree and by prior bin."""
     from html import escape
@@ -108,14 +114,13 @@ def adoption_tables(run_dirs: Sequence[str | Path]) -> str:
             rows = [f"<tr><td>{escape(str(p['degree_label']))}</td><td>{p['n']}</td>"
                     + "".join(f"<td>{_ci(p[k])}</td>" for k in ("adopt", "prior_kept", "neither", "logit_adopt"))
                     + "</tr>" for p in a["by_degree"]]
-            brows = [f"<tr><td>[{b['prior_lo']:g}, {b['prior_hi']:g}]</td><td>{b['n']}</td>"
-                     + "".join(f"<td>{_ci(b[k])}</td>" for k in ("adopt", "prior_kept", "neither", "logit_adopt"))
-                     + "</tr>" for b in a["by_prior"]]
+            brows, arows = _bin_rows(a["by_prior"]), _bin_rows(a.get("by_prior_answer", []))
             ce = a["clasheval"]
             parts.append(f"<h3>{escape(run_label(summary, run))}: {escape(suite)}</h3>"
                          f"<table>{head.format('degree')}{''.join(rows)}</table>"
                          f"<table>{head.format('prior p')}{''.join(brows)}</table>"
-                         f"<p>accuracy {_ci(ce['accuracy'])}; context bias {_ci(ce['context_bias'])}; "
+                         + (f"<table>{head.format('closed-book answer p')}{''.join(arows)}</table>" if arows else "")
+                         + f"<p>accuracy {_ci(ce['accuracy'])}; context bias {_ci(ce['context_bias'])}; "
                          f"prior bias {_ci(ce['prior_bias'])}</p>")
     return "\n".join(parts)
 
