@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("generate", "logits", "cad", "early", "attention", "score", "fail")
+SCENARIOS = ("generate", "logits", "cad", "early", "attention", "score", "nih", "fail")
 
 
 def _examples(n: int = 7) -> list[Any]:
@@ -72,6 +72,12 @@ def run(name: str, model: Any, tok: Any, out: Path) -> Any:
         got = join_shards(out / "score", rows, cfg) if rank == 0 else None
         got = all_gather(got)[0]
         return [{k: r.get(k) for k in ("nll_with", "nll_without", "attn_score")} for r in got]
+    if name == "nih":  # the NIH grid: 6 cells, 3 per rank, rank 0 writes the files
+        from ctxrely.awareness.nih_run import run_nih
+
+        summary = run_nih(model, tok, lengths=[200, 260], depths=[0, 50, 100], max_new_tokens=6, batch_size=2,
+                          out_dir=out / "nih", progress=False)
+        return [{k: c.get(k) for k in ("key", "output", "found")} for c in summary["cells"]]
     if name == "fail":  # rank 1 fails before its first forward while rank 0 is mid-way through its share
         def fn(exs: list[Any]) -> list[Any]:
             from ctxrely.engine.attention import context_attention

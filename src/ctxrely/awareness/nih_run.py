@@ -32,6 +32,7 @@ from ctxrely.awareness.nih import (
     user_text,
 )
 from ctxrely.awareness.nih_score import score_output
+from ctxrely.engine.distributed import all_gather, lockstep, world_info
 from ctxrely.engine.settings import EvalSettings
 from ctxrely.provenance import config_hash, provenance
 
@@ -115,7 +116,7 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
             ``max_new_tokens``, ``batch_size``, ``stop`` (default: ``NIH_STOP``) and the decode
             strategy at once; when given, the separate keywords of those are not used.
     """
-    from ctxrely.engine.backend import Request, make_backend
+    from ctxrely.engine.backend import make_backend
     from ctxrely.models.load import model_max_length
 
     st = settings if settings is not None else nih_settings(indicator=indicator, max_new_tokens=max_new_tokens,
@@ -144,38 +145,33 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
     out = Path(out_dir) if out_dir is not None else None
     resume = None
     done: dict[str, dict[str, Any]] = {}
+    rank, world = world_info()  # several processes: each decodes every world-th cell; rank 0 writes
     if out:
         from ctxrely.engine.fingerprint import weights_fingerprint
         from ctxrely.engine.resume import ResumeLog
 
-        config["weights"] = weights_fingerprint(model)  # re-saved weights at the same path: no resume
-        resume = ResumeLog(out, config_hash(config), stem="cells", key=cell_key)
-        done = resume.load()  # type: ignore[assignment]
+        config["weights"] = all_gather(weights_fingerprint(model))[0]  # re-saved weights: no resume
+        resume = ResumeLog(out, config_hash(config), rank, world, stem="cells", key=cell_key)
+        done = resume.load() if rank == 0 else {}  # type: ignore[assignment]
+        done = all_gather(done, "nih resume")[0]  # every process takes the main process's view
         if done:
             log.info("resuming: %d of %d cells already done", len(done), len(cells))
-    todo = [c for c in cells if c.key not in done]
+    todo = [c for c in cells if c.key not in done][rank::world]
     bar = None
-    if progress and todo:
+    if progress and todo and rank == 0:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"nih ({template})", unit="cell")
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"nih ({template})", unit="cell") \
+            if world == 1 else tqdm(total=len(todo), desc=f"nih ({template}, process 0 of {world})", unit="cell")
     was_training = getattr(model, "training", False)
     model.eval()
     if resume is not None:
         resume.start()  # the run lock; the file opens (old rows kept aside if need be) with the first batch
     try:
         backend = make_backend(model, tokenizer, iv)  # one backend, one decode strategy, every batch
-        for batch in _by_length(todo, batch_size):
-            reqs = [Request(c.ids, (), max_new_tokens, context_free=None if bare is None else bare[c.needle_idx],
-                            steer_spans=context_token_span(tokenizer, c) if steered else None) for c in batch]
-            outs = [o.text or "" for o in backend.run(reqs, stop=st.stop_list(NIH_STOP), batch_size=len(batch))]
-            rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
-            for r in rows:
-                done[r["key"]] = r
-            if resume is not None:
-                resume.append(rows)
-            if bar:
-                bar.update(len(batch))
+        with lockstep(model, "nih"):  # sharded parameters: ranks stay in step; a failure stops all
+            _decode_cells(backend, todo, batch_size, bare, steered, tokenizer, max_new_tokens, st, needles, done,
+                          resume, bar)
     finally:
         if resume is not None:
             resume.close()
@@ -183,8 +179,11 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
             bar.close()
         if was_training:
             model.train()
+    if world > 1:
+        for part in all_gather({c.key: done[c.key] for c in todo}, "nih rows"):
+            done.update(part)
     summary = summarize_cells([done[c.key] for c in cells], skipped, config)
-    if out:
+    if out and rank == 0:
         from ctxrely.awareness.plots import nih_report
 
         (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -194,7 +193,28 @@ def run_nih(model: Any, tokenizer: Any, *, lengths: str | Sequence[int] = (1000,
         nih_report(summary, out)
         if resume is not None:
             resume.clear()
+    if world > 1:
+        all_gather(None, "nih files")  # every process returns after the files exist
     return summary
+
+
+def _decode_cells(backend: Any, todo: list[Cell], batch_size: int, bare: Any, steered: bool, tokenizer: Any,
+                  max_new_tokens: int, st: EvalSettings, needles: Sequence[Needle], done: dict[str, Any],
+                  resume: Any, bar: Any) -> None:
+    """Decode and score this process's cells in length batches; rows go to ``done`` and the resume file."""
+    from ctxrely.engine.backend import Request
+
+    for batch in _by_length(todo, batch_size):
+        reqs = [Request(c.ids, (), max_new_tokens, context_free=None if bare is None else bare[c.needle_idx],
+                        steer_spans=context_token_span(tokenizer, c) if steered else None) for c in batch]
+        outs = [o.text or "" for o in backend.run(reqs, stop=st.stop_list(NIH_STOP), batch_size=len(batch))]
+        rows = [_row(c, o, needles[c.needle_idx]) for c, o in zip(batch, outs, strict=True)]
+        for r in rows:
+            done[r["key"]] = r
+        if resume is not None:
+            resume.append(rows)
+        if bar:
+            bar.update(len(batch))
 
 
 def nih_settings(*, indicator: str | None = None, max_new_tokens: int = 100, batch_size: int = 4,
