@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("generate", "logits", "cad", "early", "attention", "score", "nih", "fail")
+SCENARIOS = ("generate", "logits", "cad", "early", "attention", "score", "nih", "allocation", "fail")
 
 
 def _examples(n: int = 7) -> list[Any]:
@@ -78,6 +78,12 @@ def run(name: str, model: Any, tok: Any, out: Path) -> Any:
         summary = run_nih(model, tok, lengths=[200, 260], depths=[0, 50, 100], max_new_tokens=6, batch_size=2,
                           out_dir=out / "nih", progress=False)
         return [{k: c.get(k) for k in ("key", "output", "found")} for c in summary["cells"]]
+    if name == "allocation":  # attention allocation: every rank measures the whole set; rank 0 keeps the file
+        from ctxrely.awareness.allocation import attention_allocation
+
+        users = [f"{e.context}\n{e.question}" for e in _examples(4)]
+        s = attention_allocation(model, tok, users, templates=("raw",), max_new_tokens=4, out_dir=out / "alloc")
+        return {k: s["templates"]["raw"][k] for k in ("roles", "answers")}
     if name == "fail":  # rank 1 fails before its first forward while rank 0 is mid-way through its share
         def fn(exs: list[Any]) -> list[Any]:
             from ctxrely.engine.attention import context_attention

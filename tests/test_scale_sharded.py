@@ -1,6 +1,6 @@
 """Sharded parameters on 2 CPU processes (gloo): FSDP2 ``fully_shard`` and FSDP1 evaluation in lock-step
 equals one unsharded process (generate, logits, CAD, uneven 7-example split with batch 3, generation
-that stops early on one rank only, the attention probe, score-data, the NIH grid); a failing rank makes every rank
+that stops early on one rank only, the attention probe, score-data, the NIH grid, attention allocation); a failing rank makes every rank
 raise the same line; two "nodes" on localhost; a tracked FSDP2 training run equals a replicated one.
 The scenarios live in ``tests/sharded_worker.py``; the reference runs them here, in one process."""
 
@@ -89,7 +89,7 @@ def _cpu_only():
 def test_fsdp2_lockstep_equals_one_process(tmp_path, tiny_model_dir):
     _cpu_only()
     model = tiny_model_dir("llama")
-    names = ["generate", "logits", "cad", "early", "attention", "score", "nih"]
+    names = ["generate", "logits", "cad", "early", "attention", "score", "nih", "allocation"]
     ranks = launch(model, tmp_path / "fsdp2", "fsdp2", ",".join([*names, "fail"]))
     assert [r["sharding"] for r in ranks] == ["fsdp2", "fsdp2"]
     ref = reference(model, [n for n in names if n != "early"], tmp_path)

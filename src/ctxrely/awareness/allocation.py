@@ -54,11 +54,13 @@ def role_masses(model: Any, encodings: Sequence[RoleEncoding], progress: Any = N
         with torch.autocast(device_type=rows.device.type, enabled=False):  # full precision inside a bf16 run
             per_layer[layer] = torch.einsum("hqk,kr->hr", rows, current["onehot"]) / len(current["q"])
 
+    from ctxrely.engine.distributed import inference_context
+
     total = None
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with capture_attention(model, reduce), torch.inference_mode():
+        with capture_attention(model, reduce), inference_context(model):  # no_grad under FSDP / ZeRO-3
             for i, enc in enumerate(encodings):
                 if done and i in done:
                     known = torch.as_tensor(done[i], dtype=torch.float32)
@@ -194,7 +196,11 @@ def attention_allocation(model: Any, tokenizer: Any, users: Sequence[str], *, te
     if not users:
         raise ValueError("no prompts to measure")
     order = sorted(templates, key=lambda t: t != "raw")
-    with _Partial(out_dir, config_hash({"users": list(users), "templates": order, "max_new_tokens": max_new_tokens,
+    from ctxrely.engine.distributed import lockstep, world_info
+
+    if world_info()[0] != 0:  # several processes: each measures the whole set; rank 0 alone keeps the file
+        out_dir = None
+    with lockstep(model, "attention"), _Partial(out_dir, config_hash({"users": list(users), "templates": order, "max_new_tokens": max_new_tokens,
                                         "model": getattr(getattr(model, "config", None), "_name_or_path", None),
                                         "weights": weights_fingerprint(model) if out_dir is not None else None})
                   ) as part:

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     s["config"] = {"model": args.model, "source": "nih" if args.nih else args.data, "templates": list(templates),
                    "limit": args.limit, "indicator": args.indicator, "max_new_tokens": args.max_new_tokens}
     s["provenance"] = provenance()
+    from ctxrely.engine.distributed import world_info
+
+    if world_info()[0] != 0:  # several processes: the main process writes and reports
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
     attention_report(s, out)
