@@ -153,7 +153,7 @@ def evaluate(
             ``batch_size``, ``batch_tokens``, ``stop``, ``match``, ``indicator``, ``n_boot``,
             ``decode``, ``cad_alpha``, ``cad_floor``, ``steer``).
     """
-    from ctxrely.track.distributed import all_gather, gather_in_order, world_info
+    from ctxrely.engine.distributed import all_gather, gather_in_order, lockstep, world_info
 
     st = EvalSettings.build(settings, overrides)  # validated once (nothing to redo when given whole)
     if data is None and not examples and suites and all(isinstance(s, Suite) for s in suites):
@@ -186,12 +186,13 @@ def evaluate(
         desc += f", {len(done)} resumed"
     kwargs = dict(settings=st, progress=progress and rank == 0, desc=desc, backend=backend)
     exs = [all_examples[i] for i in mine]
-    if resume is None:
-        scored = score_examples(model, tokenizer, exs, **kwargs)
-    else:
-        with resume:
-            scored = score_examples(model, tokenizer, exs, on_rows=lambda rs: resume.append([r.to_dict() for r in rs]),
-                                    **kwargs)
+    with lockstep(model, "eval"):  # sharded parameters: every rank runs the same number of forwards
+        if resume is None:
+            scored = score_examples(model, tokenizer, exs, **kwargs)
+        else:
+            with resume:
+                scored = score_examples(model, tokenizer, exs,
+                                        on_rows=lambda rs: resume.append([r.to_dict() for r in rs]), **kwargs)
     new = dict(gather_in_order([(i, (i, r.to_dict())) for i, r in zip(mine, scored, strict=True)]))
     rows = [done[(ex.suite, ex.id)] if i not in new else new[i] for i, ex in enumerate(all_examples)]
     result = summarize(rows, suite_list, config, n_boot=st.n_boot)
