@@ -36,7 +36,9 @@ def load_adoption(run_dir: str | Path) -> dict[str, Any]:
 def run_label(summary: dict[str, Any], run_dir: str | Path) -> str:
     """``decode`` / steering of the run where set, else the folder name."""
     iv = summary.get("config", {}).get("intervention")
-    return f"{Path(run_dir).name} ({iv.get('decode', 'steer')})" if isinstance(iv, dict) else Path(run_dir).name
+    name = Path(run_dir).name
+    fix = iv.get("decode", "steer") if isinstance(iv, dict) else None
+    return name if fix is None or fix == name else f"{name} ({fix})"
 
 
 def _err(points: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
@@ -51,6 +53,7 @@ def plot_adoption(run_dirs: Sequence[str | Path], out_png: str | Path, key: str 
     fig = new_figure(11, 4.4)
     ax_d, ax_p = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     k = 0
+    ticks: dict[int, list[str]] = {}
     for run in run_dirs:
         summary = load_adoption(run)
         label = run_label(summary, run)
@@ -64,12 +67,15 @@ def plot_adoption(run_dirs: Sequence[str | Path], out_png: str | Path, key: str 
                 ys, lo, hi = _err(pts, key)
                 ax_d.errorbar([p["degree_rank"] for p in pts], ys, yerr=[lo, hi], color=color, marker=marker,
                               capsize=3, label=f"{label}: {suite}")
-                ax_d.set_xticks([p["degree_rank"] for p in pts], [str(p["degree_label"]) for p in pts])
+                for p in pts:
+                    if str(p["degree_label"]) not in ticks.setdefault(p["degree_rank"], []):
+                        ticks[p["degree_rank"]].append(str(p["degree_label"]))
             bins = [b for b in a["by_prior"] if b["n"] and b[key]["mean"] is not None]
             if bins:
                 ys, lo, hi = _err(bins, key)
                 ax_p.errorbar([max(b["prior_mean"], 1e-6) for b in bins], ys, yerr=[lo, hi], color=color,
                               marker=marker, capsize=3, label=f"{label}: {suite}")
+    ax_d.set_xticks(sorted(ticks), ["/".join(ticks[r]) for r in sorted(ticks)])
     ax_d.set(xlabel="perturbation degree (0 = unchanged passage)", ylabel=f"{key} rate (95% CI)",
              ylim=(-0.03, 1.03), title="adoption vs perturbation")
     ax_p.set(xscale="log", xlabel="prior p(true answer | question), bin mean", ylabel=f"{key} rate (95% CI)",
