@@ -275,3 +275,21 @@ def test_cli_graded_and_report_on_a_saved_tiny_model(tiny_model_dir, tmp_path, c
     assert "data:image/png;base64" in page and "x1.5" in page and "context bias" in page
     assert main(["ls"]) == 0 and "graded_years" in capsys.readouterr().out
     assert main(["graded", "--model", str(tiny_model_dir("gpt_neox")), "--out", str(out / "summary.json")]) == 2
+
+
+def test_prior_on_an_ungraded_suite_and_under_cad(tiny_llama):
+    from ctxrely.engine.api import evaluate
+
+    model, tok = tiny_llama
+    res = evaluate(model, tok, ["cf_capitals"], prior=True, mode="both", limit=6, max_new_tokens=3, n_boot=0,
+                   progress=False)
+    a = res.summary["adoption"]["cf_capitals"]
+    assert a["n_perturbed"] == 6 and [p["degree_label"] for p in a["by_degree"]] == ["conflict"]
+    assert res.summary["prior_pass"]["n_questions"] == 6  # one passage per question: one extra prefill each
+    plain = evaluate(model, tok, ["graded_years"], mode="both", limit=5, max_new_tokens=3, n_boot=0, progress=False)
+    cad = evaluate(model, tok, ["graded_years"], mode="both", limit=5, max_new_tokens=3, n_boot=0, progress=False,
+                   decode="cad")
+    assert cad.summary["config"]["intervention"]["decode"] == "cad"
+    keys = ("prior_output", "prior_logp")  # the prior is the model's own: plain decoding under CAD too
+    assert [[r[k] for k in keys] for r in cad.rows] == [[r[k] for k in keys] for r in plain.rows]
+    assert evaluate(model, tok, ["cf_capitals"], limit=2, progress=False).summary.get("adoption") is None
