@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ctxrely.engine.backend import Backend, DecodeStrategy, Outcome, Request, Stream
-from ctxrely.engine.distributed import inference_context
 from ctxrely.engine.batching import DEFAULT_BATCH_TOKENS, left_pad, pad_id_of, plan_batches
+from ctxrely.engine.distributed import inference_context
 from ctxrely.engine.generate import clean_output, eos_ids, hit_stop, stop_window
 from ctxrely.engine.logits import ContScore, tail_buckets
 
@@ -79,8 +79,6 @@ class HFBackend(Backend):
     def run(self, requests: Sequence[Request], *, stop: Sequence[str] = (),
             batch_size: int | None = None, batch_tokens: int | None = None,
             on_batch: Callable[[list[int], list[Outcome]], None] | None = None) -> list[Outcome]:
-        import torch
-
         for i, r in enumerate(requests):
             if any(len(c) == 0 for c in r.conts):
                 raise ValueError(f"prompt {i}: a continuation tokenises to no tokens (empty answer?)")
