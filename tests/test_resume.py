@@ -480,3 +480,22 @@ def test_trajectory_damaged_settings_file_is_one_line(tmp_path):
     with pytest.raises(ResumeError, match="tracking.json: the tracking settings is not valid JSON") as e:
         st.settings()
     assert "\n" not in str(e.value)
+
+
+def test_claim_settings_names_the_keys_that_differ_and_keeps_the_file(tmp_path):
+    from ctxrely.engine.resume import ResumeError, claim_settings
+    from ctxrely.errors import ConfigError
+
+    path = tmp_path / "settings.json"
+    claim_settings(path, {"lr": 0.1, "k": 2, "seeds": [0]}, free=["seeds"])
+    claim_settings(path, {"lr": 0.1, "k": 2, "seeds": [0, 1]}, free=["seeds"])  # more seeds: same experiment
+    assert json.loads(path.read_text())["seeds"] == [0, 1]
+    before = path.read_text()
+    with pytest.raises(ConfigError, match=r"other settings \(lr, k differ\)"):
+        claim_settings(path, {"lr": 0.2, "k": 4, "seeds": [0]}, free=["seeds"])
+    assert path.read_text() == before
+    with pytest.raises(ConfigError, match=r"\(new_field differ\)"):  # a field the old run did not have
+        claim_settings(path, {"lr": 0.1, "k": 2, "new_field": 1})
+    path.write_text('{"lr": 0.1, "k"')
+    with pytest.raises(ResumeError, match="settings.json: the experiment's settings is not valid JSON"):
+        claim_settings(path, {"lr": 0.1})

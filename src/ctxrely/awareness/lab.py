@@ -240,18 +240,13 @@ def run_awareness_lab(s: AwarenessLabSettings, out_dir: str | Path, say: Any = N
     """Measure the base model, then train and measure every (run, seed) not yet done; returns the summary."""
     from ctxrely.awareness.demo import find_squad_sample
     from ctxrely.awareness.lab_data import CHATML_TEMPLATE, awareness_mixture, render_rows
+    from ctxrely.engine.resume import claim_settings
     from ctxrely.models.load import load_model
 
     say = say or log.info
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fixed = {k: v for k, v in asdict(s).items() if k not in ("runs", "seeds")}
-    path = out / "settings.json"
-    if path.exists():
-        old = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k in fixed}
-        if old != json.loads(json.dumps(fixed)):
-            raise ValueError(f"{out} holds an experiment with other settings; use another --out")
-    path.write_text(json.dumps(asdict(s), indent=2) + "\n", encoding="utf-8")
+    claim_settings(out / "settings.json", asdict(s), free=("runs", "seeds"))
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
     rows = _cached_json(data_dir / "mixture.json", lambda: awareness_mixture(

@@ -153,6 +153,31 @@ def read_json(path: Path, what: str) -> Any:
         raise ResumeError(f"{path}: {what} is not valid JSON ({e}); fix it, move it away or use another output folder") from None
 
 
+def claim_settings(path: Path, settings: dict[str, Any], *, free: Iterable[str] = ()) -> None:
+    """Write an experiment's ``settings.json``, or check that the one there describes the same
+    experiment (keys in ``free`` may change between reruns, e.g. seeds); a difference raises
+    :class:`~ctxrely.errors.ConfigError` naming the keys, and nothing is overwritten.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "settings.json"
+        >>> claim_settings(p, {"lr": 0.1, "seeds": [0]}, free=["seeds"])
+        >>> claim_settings(p, {"lr": 0.1, "seeds": [0, 1]}, free=["seeds"])  # same experiment, more seeds
+    """
+    from ctxrely.errors import ConfigError
+
+    skip = set(free)
+    new = json.loads(json.dumps(settings))
+    if path.exists():
+        old = read_json(path, "the experiment's settings")
+        old = old if isinstance(old, dict) else {}
+        diff = [k for k, v in new.items() if k not in skip and old.get(k) != v]
+        if diff:
+            raise ConfigError(f"{path.parent} holds an experiment with other settings ({', '.join(diff)} differ); "
+                              "use another --out, or delete the folder to start over")
+    atomic_write(path, json.dumps(new, indent=2) + "\n")
+
+
 def keep_aside(path: Path, tag: str, *, merge: bool = False) -> Path:
     """Move ``<stem>.<ext>`` to ``<stem>.<tag>.<ext>`` (a free name; ``merge``: append the rows after
     the header of a JSONL file to one of that name already there). Returns the new path."""

@@ -96,18 +96,14 @@ def train_config(s: IclLabSettings, strategy: str, seed: int, run_dir: Path) -> 
 
 def run_icl_lab(s: IclLabSettings, out_dir: str | Path, say: Any = None) -> dict[str, Any]:
     """Run every (strategy, seed) not yet done, then summarise and report; returns the summary."""
+    from ctxrely.engine.resume import claim_settings
     from ctxrely.models.load import load_model
     from ctxrely.train.sft import run_train
 
     say = say or log.info
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fixed = {k: v for k, v in asdict(s).items() if k not in ("strategies", "seeds")}
-    path = out / "settings.json"
-    if path.exists() and {k: v for k, v in json.loads(path.read_text()).items() if k in fixed} != json.loads(
-            json.dumps(fixed)):
-        raise ValueError(f"{out} holds an experiment with other settings; use another --out")
-    path.write_text(json.dumps(asdict(s), indent=2) + "\n", encoding="utf-8")
+    claim_settings(out / "settings.json", asdict(s), free=("strategies", "seeds"))
     pool, probes = experiment_data(s)
     say(f"pool {len(pool)} rows; probes " + ", ".join(f"{k} {len(v)}" for k, v in probes.items()))
     model, tok = load_model(s.model, dtype="float32", device="cpu")
