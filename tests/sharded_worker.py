@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("generate", "logits", "cad", "early", "attention", "score", "nih", "allocation", "fail")
+SCENARIOS = ("generate", "logits", "cad", "graded", "early", "attention", "score", "nih", "allocation", "fail")
 
 
 def _examples(n: int = 7) -> list[Any]:
@@ -42,6 +42,14 @@ def run(name: str, model: Any, tok: Any, out: Path) -> Any:
         return _eval(model, tok, mode="logits")
     if name == "cad":
         return _eval(model, tok, mode="both", decode="cad", cad_alpha=0.5)
+    if name == "graded":  # graded conflicts: the closed-book prior pass split over the ranks, in lock-step
+        import ctxrely
+
+        res = ctxrely.evaluate(model, tok, ["graded_years"], limit=9, batch_size=2, max_new_tokens=5, n_boot=0,
+                               progress=False)
+        keep = ("id", "output", "prior_output", "prior_logp", "prior_correct", "degree")
+        return {"rows": [{k: r.get(k) for k in keep} for r in res.rows],
+                "n_questions": res.summary["prior_pass"]["n_questions"]}
     if name == "early":  # rank 0 (even items) decodes 1 token, rank 1 (odd items) 8: unequal decode steps
         from ctxrely.engine.backend import Request
         from ctxrely.engine.hf import HFBackend

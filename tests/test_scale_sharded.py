@@ -89,7 +89,7 @@ def _cpu_only():
 def test_fsdp2_lockstep_equals_one_process(tmp_path, tiny_model_dir):
     _cpu_only()
     model = tiny_model_dir("llama")
-    names = ["generate", "logits", "cad", "early", "attention", "score", "nih", "allocation"]
+    names = ["generate", "logits", "cad", "graded", "early", "attention", "score", "nih", "allocation"]
     ranks = launch(model, tmp_path / "fsdp2", "fsdp2", ",".join([*names, "fail"]))
     assert [r["sharding"] for r in ranks] == ["fsdp2", "fsdp2"]
     ref = reference(model, [n for n in names if n != "early"], tmp_path)
@@ -98,6 +98,8 @@ def test_fsdp2_lockstep_equals_one_process(tmp_path, tiny_model_dir):
             same(r[name], ref[name], name)
     assert len(ref["generate"]) == 7 and all(row["output"] is not None for row in ranks[0]["generate"])
     assert ranks[0]["cad"] != ranks[0]["logits"]  # CAD changed the scores
+    graded = ranks[0]["graded"]  # several questions, each with its prior, split over the two ranks
+    assert graded["n_questions"] >= 2 and all(r["prior_logp"] is not None for r in graded["rows"])
     nih = tmp_path / "fsdp2" / "nih"  # rank 0 wrote the grid's files; no resume file is left
     assert (nih / "summary.json").is_file() and (nih / "cells.jsonl").is_file() and not list(nih.glob("*partial*"))
 

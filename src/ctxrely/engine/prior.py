@@ -55,16 +55,37 @@ def prior_pass(model: Any, tokenizer: Any, examples: Sequence[ConflictExample], 
                max_new_tokens: int = 32, batch_size: int | None = None, batch_tokens: int | None = None,
                stop: Sequence[str] | None = None, match: MatchMode = "squad", indicator: str | None = None,
                backend: Backend | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-    """``{prior_key: prior fields}`` for every distinct question of ``examples`` (see the module docstring)."""
-    from ctxrely.engine.generate import DEFAULT_STOP
-    from ctxrely.engine.prompting import build_prompts
-    from ctxrely.engine.scoring import _requests
-    from ctxrely.models.load import model_max_length
+    """``{prior_key: prior fields}`` for every distinct question of ``examples`` (see the module docstring).
+
+    On several processes each decodes every world-th question in lock-step (sharded parameters: the
+    same number of forwards on every rank) and every rank returns the whole dict.
+    """
+    from ctxrely.engine.distributed import all_gather, lockstep, world_info
 
     books = closed_book(examples)
     if not books:
         return {}
     keys, exs = list(books), list(books.values())
+    kw = dict(fmt=fmt, max_new_tokens=max_new_tokens, batch_size=batch_size, batch_tokens=batch_tokens, stop=stop,
+              match=match, indicator=indicator, backend=backend)
+    rank, world = world_info()
+    if world == 1:
+        return _prior(model, tokenizer, keys, exs, **kw)
+    with lockstep(model, "prior pass"):
+        part = _prior(model, tokenizer, keys[rank::world], exs[rank::world], **kw) if exs[rank::world] else {}
+    return {k: v for d in all_gather(part, "prior pass") for k, v in d.items()}
+
+
+def _prior(model: Any, tokenizer: Any, keys: list[tuple[str, str]], exs: list[ConflictExample], *,
+           fmt: PromptFormat, max_new_tokens: int, batch_size: int | None, batch_tokens: int | None,
+           stop: Sequence[str] | None, match: MatchMode, indicator: str | None,
+           backend: Backend | None) -> dict[tuple[str, str], dict[str, Any]]:
+    """The prior fields of the closed-book examples ``exs`` (one process's share)."""
+    from ctxrely.engine.generate import DEFAULT_STOP
+    from ctxrely.engine.prompting import build_prompts
+    from ctxrely.engine.scoring import _requests
+    from ctxrely.models.load import model_max_length
+
     answer_len = max(len(ids) for ids in tokenizer([e.cf_answer for e in exs], add_special_tokens=False)["input_ids"])
     prompts = build_prompts(exs, fmt, tokenizer, model_max_length(model, tokenizer),
                             max(max_new_tokens, answer_len + 1), indicator)
