@@ -146,3 +146,33 @@ def test_variants_on_plain_text_rows(tiny_llama, tmp_path, run):
     else:
         marked = [r for r, o in zip(v.rows, rows, strict=True) if r is not o]
         assert marked and all(r["prompt"].endswith("? [IND]\nAnswer:") and r["context"] for r in marked)
+
+
+def test_lab_data_cache_is_keyed_by_the_weights(tiny_llama, tmp_path):
+    """Same model name, other weights: the cached probe is not reused (kept aside, probed again).
+
+    A random tiny model knows no fact, so each call stops with the "too few facts" line right after
+    the probe, which it has cached by then."""
+    import copy
+
+    import torch
+
+    from ctxrely.errors import ConfigError
+    from ctxrely.lab.prepare import prepare_data
+
+    model, tok = tiny_llama
+    preset = get_preset("quick", probe=True)
+    probe = tmp_path / "data" / "probe.jsonl"
+
+    def prepare(m):
+        with pytest.raises(ConfigError, match="facts are known closed-book"):
+            prepare_data(preset, m, tok, tmp_path, progress=False)
+        return json.loads(probe.read_text().splitlines()[0])["fingerprint"], probe.stat().st_mtime_ns
+
+    head, written = prepare(model)
+    assert prepare(model) == (head, written)  # same weights: the cache is reused as it is
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    assert prepare(other)[0] != head
+    assert (tmp_path / "data" / f"probe.{head}.jsonl").is_file()  # the old weights' probe is kept, not lost

@@ -1,6 +1,6 @@
 """Build (once) and cache the data of a lab experiment: closed-book probe, mixture, ID rows, conflicts.
 
-Everything lands in ``<out>/data/`` and is reused on restart while the data fingerprint (model,
+Everything lands in ``<out>/data/`` and is reused on restart while the data fingerprint (model name and weights,
 prompt format, data settings of the preset) is unchanged:
 
 * ``probe.jsonl``: one record per probed fact (first line: the fingerprint), written as the probe
@@ -119,13 +119,15 @@ def prepare_data(preset: LabPreset, model: Any, tokenizer: Any, out_dir: str | P
                  say: Callable[[str], None] = log.info) -> LabData:
     """Probe the model, then build the mixture, ID rows and conflict sets (cached in ``out_dir/data``)."""
     from ctxrely.data.facts import load_facts
+    from ctxrely.engine.fingerprint import weights_fingerprint
 
     data_dir = Path(out_dir) / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     fmt = lab_format(tokenizer)
     facts = select_facts(preset)
     fp = config_hash({**{k: getattr(preset, k) for k in DATA_FIELDS}, "fmt": fmt.chat_hash(tokenizer),
-                      "facts": [fact_key(f) for f in facts], "versions": [MIXTURE_VERSION, HELDOUT_VERSION, PROBE_VERSION]})
+                      "facts": [fact_key(f) for f in facts], "versions": [MIXTURE_VERSION, HELDOUT_VERSION, PROBE_VERSION],
+                    "weights": weights_fingerprint(model)})  # the weights, not only the model's name, key the caches
     if preset.probe:
         say(f"closed-book probe of {len(facts)} facts ({preset.probe_method}, {fmt.name} format)")
         recs = _cached_probe(data_dir / "probe.jsonl", fp, lambda: probe_facts(
