@@ -226,3 +226,30 @@ def test_dataset_file_errors_before_training(fresh_llama, tmp_path):
         run_train(cfg_for(tmp_path / "bad", "max_steps=2", f"dataset={data}"), model=model, tokenizer=tok,
                   eval_examples=toy_examples())
     assert not (tmp_path / "bad" / "trajectory.jsonl").exists()
+
+
+def test_a_second_training_into_a_busy_folder_is_refused(fresh_llama, tmp_path):
+    """One training per run folder: a live lock refuses the second run with one line, writing nothing;
+    a finished run leaves no lock behind."""
+    import subprocess
+    import sys
+
+    from ctxrely.engine.resume import LOCK, ResumeError
+    from ctxrely.train.sft import run_train
+
+    model, tok = fresh_llama
+    out = tmp_path / "busy"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(str(other.pid))
+        with pytest.raises(ResumeError, match=rf"in use by another ctxrely run \(pid {other.pid}\)"):
+            run_train(cfg_for(out, "max_steps=2"), model=model, tokenizer=tok, train_rows=alpaca_rows(),
+                      eval_examples=toy_examples())
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing written
+    finally:
+        other.kill()
+        other.wait()
+    done = run_train(cfg_for(out, "max_steps=2"), model=model, tokenizer=tok, train_rows=alpaca_rows(),
+                     eval_examples=toy_examples())  # the dead process's lock is taken over
+    assert (done / "trajectory.jsonl").is_file() and not (done / LOCK).exists()

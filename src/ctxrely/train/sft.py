@@ -198,12 +198,6 @@ def run_train(
         probes: extra tracking probes ``probe(model, tokenizer) -> {metric: value}`` (e.g. NIH recall).
         progress: the trainer's progress bar (False: no bar and no printed log dicts either).
     """
-    from datasets import Dataset
-    from transformers import set_seed
-    from trl import SFTConfig
-
-    from ctxrely.track.callback import ContextRelianceCallback
-
     validate(cfg)
     # read every data file before anything is written, so a missing dataset leaves no run folder behind
     if train_rows is not None:
@@ -216,6 +210,35 @@ def run_train(
     eval_examples = _probe_files(cfg.eval_data, eval_examples)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ctxrely.engine.resume import RunLock
+
+    with RunLock(out, *_launch_rank()):  # one training per folder: a second one is refused with one line
+        return _fit(cfg, out, raw, id_raw, eval_examples, model=model, tokenizer=tokenizer, id_rows=id_rows,
+                    extra_callbacks=extra_callbacks, probes=probes, progress=progress,
+                    source=str(cfg.dataset) if train_rows is None else "<rows>")
+
+
+def _launch_rank() -> tuple[int, int]:
+    """``(rank, world size)`` as the launcher (torchrun, ``accelerate launch``) sets them, before any process group."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+def _fit(cfg: TrainConfig, out: Path, raw: list[Any], id_raw: dict[str, Any],
+         eval_examples: dict[str, list[ConflictExample]] | None, *, model: Any, tokenizer: Any,
+         id_rows: list[dict[str, Any]] | None, extra_callbacks: Sequence[Any], probes: Sequence[Any],
+         progress: bool, source: str) -> Path:
+    """:func:`run_train` once its inputs are read and the run folder is locked."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig
+
+    from ctxrely.track.callback import ContextRelianceCallback
+
     resume = _resume_arg(cfg, out)
     save_config(cfg, out)
     set_seed(cfg.seed)
@@ -226,7 +249,7 @@ def run_train(
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=device,
                                       trust_remote_code=cfg.trust_remote_code)
     sft_rows = to_sft_rows(raw, cfg.dataset_format, prompt_format=cfg.prompt_format, tokenizer=tokenizer,
-                           path=cfg.dataset if train_rows is None else "<rows>")
+                           path=source)
     if cfg.max_train_samples:
         sft_rows = sft_rows[:cfg.max_train_samples]
     id_sets: dict[str, list[dict[str, str]]] = {}
