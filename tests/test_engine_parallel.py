@@ -86,3 +86,38 @@ def test_two_process_eval_equals_one_process(tmp_path, tiny_model_dir):
     ranks = [json.loads((api / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks == [{"n_rows": 10, "processes": 2}] * 2  # every process gets the gathered result
     assert_same(rows_of(api), rows_of(one))
+
+
+@pytest.mark.slow
+def test_eval_shards_the_model_under_an_fsdp_accelerate_config(tmp_path, tiny_model_dir):
+    """`accelerate launch --config_file examples/accelerate/fsdp2.yaml -m ctxrely eval`: --shard auto
+    shards the model with FSDP2 (each process holds half of the parameters) and equals one process."""
+    from pathlib import Path
+
+    from ctxrely.cli.main import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CPU (gloo) test")
+    config = Path(__file__).resolve().parents[1] / "examples" / "accelerate" / "fsdp2.yaml"
+    model = str(tiny_model_dir("llama"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["eval", "--model", model, "--out", str(one), *EVAL]) == 0
+    launch_fsdp = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                   "--num_processes", "2", "--mixed_precision", "no"]
+    proc = subprocess.run([*launch_fsdp, "-m", "ctxrely", "eval", "--model", model, "--out", str(two), *EVAL],
+                          capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "parameters sharded by FSDP2" in proc.stderr
+    assert json.loads((two / "summary.json").read_text())["processes"] == 2
+    assert_same(rows_of(two), rows_of(one))
+
+
+def test_shard_fsdp2_on_one_process_is_refused(tmp_path, capsys, tiny_model_dir):
+    from ctxrely.cli.main import main
+
+    code = main(["eval", "--model", str(tiny_model_dir("llama")), "--shard", "fsdp2", "--out", str(tmp_path / "x"),
+                 *EVAL])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and err.endswith("--shard fsdp2 needs several processes: launch with accelerate launch or "
+                                      "torchrun") and "\n" not in err
+    assert not (tmp_path / "x").exists()

@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_eval_arguments(p)
     p.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--shard", choices=("auto", "none", "fsdp2"), default="auto",
+                   help="several processes: fsdp2 shards the model over them (fully_shard per decoder layer), none "
+                        "loads a full copy in each; auto: fsdp2 under `accelerate launch` with an FSDP config")
     add_intervention_arguments(p)
 
 
@@ -49,12 +52,18 @@ def run(args: argparse.Namespace) -> int:
     # read every suite and data file before the (slow) model load, so a typo or bad row fails fast
     suite_objs = resolve_suites(suites, args.data, None, settings.limit, mapping)
     device = resolve_device(args.device)
+    shard = shard_mode(args.shard)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` / torchrun: join the group
         from accelerate import PartialState
 
         PartialState(cpu=device.startswith("cpu"))  # gloo on CPU, nccl on GPUs
-    model, tok = load_model(args.model, dtype=args.dtype, device=device,
+    # sharded: every process loads on the CPU, and each layer moves to the device only as its shard
+    model, tok = load_model(args.model, dtype=args.dtype, device="cpu" if shard == "fsdp2" else device,
                             trust_remote_code=args.trust_remote_code)
+    if shard == "fsdp2":
+        from ctxrely.engine.distributed import shard_fsdp2
+
+        model = shard_fsdp2(model, device)
     res = evaluate(model, tok, suite_objs, settings=settings, progress=not args.no_progress, out_dir=out,
                    model_name=args.model)
     from ctxrely.track.distributed import world_info
@@ -62,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
     if world_info()[0] == 0:  # the main process reports
         print_result(res, out)
     return 0
+
+
+def shard_mode(flag: str) -> str:
+    """``--shard`` resolved: ``auto`` is ``fsdp2`` when launched on several processes with an FSDP
+    accelerate config (``ACCELERATE_USE_FSDP``), else ``none``; ``fsdp2`` on one process is refused."""
+    import os
+
+    from ctxrely.errors import ConfigError
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if flag == "auto":
+        return "fsdp2" if world > 1 and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else "none"
+    if flag == "fsdp2" and world == 1:
+        raise ConfigError("--shard fsdp2 needs several processes: launch with accelerate launch or torchrun")
+    return flag
 
 
 def check_eval_args(args: argparse.Namespace, out: Path) -> None:

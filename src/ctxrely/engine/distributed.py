@@ -402,3 +402,37 @@ def gathered_params(model: Any, accelerator: Any = None) -> Iterator[Any]:
             yield full
         finally:
             del full._ctxrely_gathered
+
+
+def shard_fsdp2(model: Any, device: str = "cpu") -> Any:
+    """Shard an unsharded HF causal LM over every process with FSDP2 for inference and return it:
+    ``fully_shard`` on each decoder layer (the classes the model names in ``_no_split_modules``, as
+    accelerate's auto-wrap does) and on the root, over a 1-D mesh of all ranks on ``device``'s type.
+    Load the model on the CPU first: each layer moves to ``device`` only as its shard.
+
+    Example:
+        >>> model = shard_fsdp2(load_model("Qwen/Qwen2.5-72B-Instruct", device="cpu")[0], "cuda:0")  # doctest: +SKIP
+    """
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:  # torch < 2.6
+        from torch.distributed._composable.fsdp import fully_shard
+    _, world = world_info()
+    if world == 1:
+        raise CtxrelyError("sharding with FSDP2 needs several processes (launch with accelerate launch or torchrun)")
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if kind == "cuda":
+        torch.cuda.set_device(torch.device(device))
+    mesh = init_device_mesh(kind, (world,))
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise CtxrelyError(f"{type(model).__name__} names no decoder layer class (_no_split_modules); "
+                           "cannot shard it with FSDP2")
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
