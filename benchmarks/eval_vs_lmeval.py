@@ -125,18 +125,23 @@ def floors(model: Any, tok: Any, exs: list[Any], fmt: Any, stop: list[str], max_
 
     index = {ex.id: i for i, ex in enumerate(exs)}
 
+    def counted(stream: Any) -> Any:
+        """Count every decode step of the batch, also on the compacted streams ``select`` returns."""
+        real_extend, real_select = stream.extend, stream.select
+
+        def extend(i: Any, m: Any) -> Any:
+            steps[-1] = (steps[-1][0], steps[-1][1] + 1)
+            return real_extend(i, m)
+
+        stream.extend = extend
+        stream.select = lambda rows: counted(real_select(rows))
+        return stream
+
     class CountSteps(PlainDecode):
         def start(self, model: Any, ids: Any, mask: Any, requests: Any) -> Any:
             last, stream = super().start(model, ids, mask, requests)
             steps.append(([index[r.example.id] for r in requests], 0))
-            real_extend = stream.extend
-
-            def extend(i: Any, m: Any) -> Any:
-                steps[-1] = (steps[-1][0], steps[-1][1] + 1)
-                return real_extend(i, m)
-
-            stream.extend = extend  # type: ignore[method-assign]
-            return last, stream
+            return last, counted(stream)
 
     kw = dict(fmt=fmt, max_new_tokens=max_new, batch_size=batch, stop=stop, progress=False)
     score_examples(model, tok, exs, mode="generate", backend=HFBackend(model, tok, CountSteps()), **kw)
