@@ -33,11 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
 
     from ctxrely.cli.options import settings_from_args
     from ctxrely.data.loaders import parse_mapping
     from ctxrely.engine.api import evaluate, resolve_suites
+    from ctxrely.engine.distributed import launch_info
     from ctxrely.models.load import load_model, resolve_device
     from ctxrely.registry import load_builtins
 
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     suite_objs = resolve_suites(suites, args.data, None, settings.limit, mapping)
     device = resolve_device(args.device)
     shard = shard_mode(args.shard)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under `accelerate launch` / torchrun: join the group
+    if launch_info()[1] > 1:  # under `accelerate launch` / torchrun: join the group
         from accelerate import PartialState
 
         PartialState(cpu=device.startswith("cpu"))  # gloo on CPU, nccl on GPUs
@@ -78,9 +78,10 @@ def shard_mode(flag: str) -> str:
     accelerate config (``ACCELERATE_USE_FSDP``), else ``none``; ``fsdp2`` on one process is refused."""
     import os
 
+    from ctxrely.engine.distributed import launch_info
     from ctxrely.errors import ConfigError
 
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    world = launch_info()[1]
     if flag == "auto":
         return "fsdp2" if world > 1 and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" else "none"
     if flag == "fsdp2" and world == 1:

@@ -68,6 +68,15 @@ def world_info() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
 
 
+def launch_info() -> tuple[int, int]:
+    """``(rank, world_size)`` as the launcher (torchrun, ``accelerate launch``) sets them in the
+    environment, readable before any process group exists; ``(0, 1)`` when unset or malformed."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return 0, 1
+
+
 def timeout_s() -> float:
     """Seconds any collective ctxrely adds waits for the other ranks (``CTXRELY_DIST_TIMEOUT``)."""
     raw = os.environ.get("CTXRELY_DIST_TIMEOUT")

@@ -210,22 +210,14 @@ def run_train(
     eval_examples = _probe_files(cfg.eval_data, eval_examples)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from ctxrely.engine.distributed import launch_info
     from ctxrely.engine.resume import RunLock
 
-    with RunLock(out, *_launch_rank()):  # one training per folder: a second one is refused with one line
+    with RunLock(out, *launch_info()):  # one training per folder: a second one is refused with one line
         return _fit(cfg, out, raw, id_raw, eval_examples, model=model, tokenizer=tokenizer, id_rows=id_rows,
                     extra_callbacks=extra_callbacks, probes=probes, progress=progress,
                     source=str(cfg.dataset) if train_rows is None else "<rows>")
 
-
-def _launch_rank() -> tuple[int, int]:
-    """``(rank, world size)`` as the launcher (torchrun, ``accelerate launch``) sets them, before any process group."""
-    import os
-
-    try:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 0, 1
 
 
 def _fit(cfg: TrainConfig, out: Path, raw: list[Any], id_raw: dict[str, Any],
