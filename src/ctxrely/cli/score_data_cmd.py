@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _dist() -> tuple[int, int, object | None]:
     """``(rank, world_size, accelerate state)``; the state is None for a single process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    from ctxrely.engine.distributed import launch_info
+
+    if launch_info()[1] <= 1:
         return 0, 1, None
     from accelerate import PartialState
 
