@@ -131,3 +131,20 @@ def test_readme_lists_every_command_with_a_page():
     assert sorted(rows) == sorted(names), f"README command table {sorted(rows)} vs commands {sorted(names)}"
     assert all((ROOT / page).is_file() for page in rows.values()), rows
     assert len((ROOT / "README.md").read_text(encoding="utf-8").splitlines()) < 200
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s#]+)(?:#[^)]*)?\)")
+
+
+def test_relative_links_and_figures_in_the_docs_exist():
+    """A figure or page a doc links to by a relative path is in the repository (a moved or
+    forgotten ``docs/img/*.svg`` shows as a broken image on GitHub)."""
+    broken = []
+    for path in doc_files():
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for target in LINK.findall(line):
+                if "://" in target or target.startswith("mailto:"):
+                    continue
+                if not (path.parent / target).exists():
+                    broken.append(f"{path.relative_to(ROOT)}:{n}: {target}")
+    assert not broken, "links to missing files:\n" + "\n".join(broken)
