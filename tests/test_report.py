@@ -145,3 +145,22 @@ def test_page_renders_in_headless_chromium(two_runs, tmp_path):
     proc = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", broken.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert 'data-images="broken:1"' in proc.stdout
+
+
+def test_saved_figures_are_byte_for_byte_reproducible(tmp_path):
+    """Docs commit some figures (docs/img): the same data must give the same files, not new random
+    SVG ids and date stamps each run."""
+    from ctxrely.report.plots import new_figure, save_figure
+
+    def draw(folder):
+        fig = new_figure(4, 3)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.plot([0, 1, 2], [0.2, 0.5, 0.4], label="curve")
+        ax.fill_between([0, 1, 2], [0.1, 0.4, 0.3], [0.3, 0.6, 0.5], alpha=0.2)  # a clip path in the SVG
+        ax.legend()
+        folder.mkdir()
+        return save_figure(fig, folder, "fig")
+
+    a, b = draw(tmp_path / "a"), draw(tmp_path / "b")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert b"<dc:date>" not in a[1].read_bytes()

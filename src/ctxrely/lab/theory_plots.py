@@ -33,13 +33,13 @@ def plot_theory(traces: dict[str, TheoryTrace], out_dir: str | Path, stem: str =
     """
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ctxrely.report.plots import new_figure, save_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = new_figure(11, 4.2)
+    ax1, ax2 = fig.subplots(1, 2)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, tr) in enumerate(traces.items()):
         c = colors[i % len(colors)]
         ax1.plot(tr.step, tr.attn_context, color=c, lw=1.8, label=f"{name}: context θ_C")
@@ -53,9 +53,4 @@ def plot_theory(traces: dict[str, TheoryTrace], out_dir: str | Path, stem: str =
     ax2.set(xlabel="gradient step", ylabel="M_C", title="context reliance on held-out conflicts",
             ylim=(0, 1))
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    fig.savefig(paths[0], dpi=120)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out, stem)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ctxrely.report.plots import COLORS, new_figure
+from ctxrely.report.plots import COLORS, new_figure, save_figure
 
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 
@@ -83,9 +83,7 @@ def plot_adoption(run_dirs: Sequence[str | Path], out_png: str | Path, key: str 
     ax_d.legend(fontsize=7)
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    fig.savefig(out.with_suffix(".svg"))
-    return out
+    return save_figure(fig, out.parent, out.stem)[0]
 
 
 def format_ci(v: dict[str, Any], absent: str = "-") -> str:
