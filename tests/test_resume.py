@@ -482,6 +482,29 @@ def test_trajectory_damaged_settings_file_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_claim_settings_grows_the_seed_list_over_partial_reruns(tmp_path):
+    """A lab rerun with ``--seeds 2`` (or one run only) does not shrink what the folder says the
+    experiment is: its table's "not yet measured" list is read from the file."""
+    from ctxrely.engine.resume import claim_settings
+
+    path = tmp_path / "settings.json"
+    claim_settings(path, {"lr": 0.1, "runs": ["a", "b"], "seeds": [0, 1, 2]}, grow=["runs", "seeds"])
+    claim_settings(path, {"lr": 0.1, "runs": ["b"], "seeds": [1]}, grow=["runs", "seeds"])
+    claim_settings(path, {"lr": 0.1, "runs": ["c"], "seeds": [3]}, grow=["runs", "seeds"])
+    saved = json.loads(path.read_text())
+    assert (saved["runs"], saved["seeds"]) == (["a", "b", "c"], [0, 1, 2, 3])
+
+
+def test_awareness_table_lists_missing_runs_of_the_whole_experiment(tmp_path):
+    from ctxrely.awareness.lab_table import collect
+    from ctxrely.engine.resume import claim_settings
+
+    path = tmp_path / "settings.json"
+    claim_settings(path, {"lr": 0.1, "runs": ["template", "plain"], "seeds": [0, 1]}, grow=["runs", "seeds"])
+    claim_settings(path, {"lr": 0.1, "runs": ["plain"], "seeds": [1]}, grow=["runs", "seeds"])
+    assert collect(tmp_path)["missing"] == ["template-s0", "plain-s0", "template-s1", "plain-s1"]
+
+
 def test_claim_settings_names_the_keys_that_differ_and_keeps_the_file(tmp_path):
     from ctxrely.engine.resume import ResumeError, claim_settings
     from ctxrely.errors import ConfigError

@@ -246,7 +246,7 @@ def run_awareness_lab(s: AwarenessLabSettings, out_dir: str | Path, say: Any = N
     say = say or log.info
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    claim_settings(out / "settings.json", asdict(s), free=("runs", "seeds"))
+    claim_settings(out / "settings.json", asdict(s), grow=("runs", "seeds"))
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
     rows = _cached_json(data_dir / "mixture.json", lambda: awareness_mixture(

@@ -153,20 +153,26 @@ def read_json(path: Path, what: str) -> Any:
         raise ResumeError(f"{path}: {what} is not valid JSON ({e}); fix it, move it away or use another output folder") from None
 
 
-def claim_settings(path: Path, settings: dict[str, Any], *, free: Iterable[str] = ()) -> None:
+def claim_settings(path: Path, settings: dict[str, Any], *, free: Iterable[str] = (),
+                   grow: Iterable[str] = ()) -> None:
     """Write an experiment's ``settings.json``, or check that the one there describes the same
-    experiment (keys in ``free`` may change between reruns, e.g. seeds); a difference raises
-    :class:`~ctxrely.errors.ConfigError` naming the keys, and nothing is overwritten.
+    experiment (keys in ``free`` may change between reruns); a difference raises
+    :class:`~ctxrely.errors.ConfigError` naming the keys, and nothing is overwritten. Keys in
+    ``grow`` (lists, e.g. seeds) may change too and are stored as the union of every call's values
+    in first-seen order, so the file names the experiment's whole extent, not the last call's part.
 
     Example:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "settings.json"
-        >>> claim_settings(p, {"lr": 0.1, "seeds": [0]}, free=["seeds"])
-        >>> claim_settings(p, {"lr": 0.1, "seeds": [0, 1]}, free=["seeds"])  # same experiment, more seeds
+        >>> claim_settings(p, {"lr": 0.1, "seeds": [0, 1]}, grow=["seeds"])
+        >>> claim_settings(p, {"lr": 0.1, "seeds": [2]}, grow=["seeds"])  # same experiment, one more seed
+        >>> json.loads(p.read_text())["seeds"]
+        [0, 1, 2]
     """
     from ctxrely.errors import ConfigError
 
-    skip = set(free)
+    grown = set(grow)
+    skip = set(free) | grown
     new = json.loads(json.dumps(settings))
     if path.exists():
         old = read_json(path, "the experiment's settings")
@@ -175,6 +181,9 @@ def claim_settings(path: Path, settings: dict[str, Any], *, free: Iterable[str] 
         if diff:
             raise ConfigError(f"{path.parent} holds an experiment with other settings ({', '.join(diff)} differ); "
                               "use another --out, or delete the folder to start over")
+        for k in grown & new.keys():
+            before = old.get(k) if isinstance(old.get(k), list) else []
+            new[k] = before + [x for x in new[k] if x not in before]
     atomic_write(path, json.dumps(new, indent=2) + "\n")
 
 

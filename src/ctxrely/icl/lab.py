@@ -103,7 +103,7 @@ def run_icl_lab(s: IclLabSettings, out_dir: str | Path, say: Any = None) -> dict
     say = say or log.info
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    claim_settings(out / "settings.json", asdict(s), free=("strategies", "seeds"))
+    claim_settings(out / "settings.json", asdict(s), grow=("strategies", "seeds"))
     pool, probes = experiment_data(s)
     say(f"pool {len(pool)} rows; probes " + ", ".join(f"{k} {len(v)}" for k, v in probes.items()))
     model, tok = load_model(s.model, dtype="float32", device="cpu")
