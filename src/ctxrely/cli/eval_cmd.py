@@ -33,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from ctxrely.cli.options import settings_from_args
     from ctxrely.data.loaders import parse_mapping
     from ctxrely.engine.api import evaluate, resolve_suites

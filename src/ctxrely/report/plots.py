@@ -53,7 +53,7 @@ def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
 
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
     with matplotlib.rc_context({"svg.hashsalt": stem}):
-        fig.savefig(paths[0], dpi=120, metadata={"Software": None})
+        fig.savefig(paths[0], dpi=120)
         fig.savefig(paths[1], metadata={"Date": None})
     return paths
 

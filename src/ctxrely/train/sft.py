@@ -219,7 +219,6 @@ def run_train(
                     source=str(cfg.dataset) if train_rows is None else "<rows>")
 
 
-
 def _fit(cfg: TrainConfig, out: Path, raw: list[Any], id_raw: dict[str, Any],
          eval_examples: dict[str, list[ConflictExample]] | None, *, model: Any, tokenizer: Any,
          id_rows: list[dict[str, Any]] | None, extra_callbacks: Sequence[Any], probes: Sequence[Any],
