@@ -73,6 +73,10 @@ def test_lab_end_to_end_and_resume(tmp_path, tiny_model_dir, monkeypatch, tiny_t
         assert (r["mean"]["squad_f1"] is None) == (squad is None)
         assert abs(sum(r["mean"][f"attn_{k}"] for k in ("bos", "user", "template", "assistant")) - 1) < 1e-3
     md = to_markdown(summary)
+    lab = tmp_path / "lab"
+    assert len(summary["intervals"]) == len(summary["rows"])  # one seed: one interval row per (run, format)
+    for name in ("awareness_intervals.md", "awareness_layers.md"):
+        assert "| template SFT + indicator | 0 |" in (lab / name).read_text()
     assert md.splitlines()[0].startswith("| run | seeds |") and "| template SFT + indicator | 0 |" in md
     # the chat template the lab gives a base model is ChatML, with BOS first
     assert CHATML_TEMPLATE.startswith("{{ bos_token }}")
@@ -89,3 +93,34 @@ def test_lab_end_to_end_and_resume(tmp_path, tiny_model_dir, monkeypatch, tiny_t
         run_awareness_lab(AwarenessLabSettings(**{**s.__dict__, "max_steps": 3}), tmp_path / "lab")
     info = json.loads((tmp_path / "lab" / "runs" / "plain-s0" / "run_info.json").read_text())
     assert info["n_rows"] == 16
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def test_interval_and_layer_views_from_written_results(tmp_path):
+    from ctxrely.awareness.lab_intervals import interval_markdown, interval_rows, layer_markdown
+    from ctxrely.awareness.lab_table import FORMAT_LABELS, RUN_LABELS
+
+    cells = [{"recall": r} for r in (1.0, 0.5, 0.0, 1.0)]
+    squad = {"per_item": [{"contains": c, "f1": f} for c, f in ((True, 1.0), (False, 0.2), (True, 0.6))]}
+    layers = [{"user": 0.2 * i, "assistant": 0.1} for i in range(6)]
+    for folder in ("base", "runs/plain-s1/eval", "runs/template-s0/eval", "runs/template-s2/eval"):
+        _write(tmp_path / folder / "nih-qa.json", {"cells": cells})
+        _write(tmp_path / folder / "squad-qa.json", squad)
+        _write(tmp_path / folder / "attention-qa.json", {"per_layer": layers})
+    for run in ("plain-s1", "template-s0"):  # template-s2 has no lab_done.json: unfinished, left out
+        _write(tmp_path / "runs" / run / "lab_done.json", {})
+    rows = interval_rows(tmp_path)
+    assert [(r["run"], r["seed"]) for r in rows] == [("base", "-"), ("template", "0"), ("plain", "1")]
+    r = rows[0]
+    assert r["nih_recall"]["mean"] == 0.625 and r["nih_recall"]["ci_low"] <= 0.625 <= r["nih_recall"]["ci_high"]
+    assert r["squad_contains"]["mean"] == 2 / 3 and 0 < r["squad_contains"]["ci_low"] < 2 / 3
+    assert r["squad_f1"]["mean"] == 0.6
+    md = interval_markdown(tmp_path, RUN_LABELS, FORMAT_LABELS)
+    assert "4 cells" in md and "3 q." in md and "| plain SFT | 1 | plain Q/A | 0.62 [" in md
+    lay = layer_markdown(tmp_path, RUN_LABELS, FORMAT_LABELS)
+    assert "user, layers 1-2" in lay.splitlines()[0] and "assistant, layers 5-6" in lay.splitlines()[0]
+    assert "| base (before) | - | plain Q/A | 0.10 | 0.50 | 0.90 | 0.10 | 0.10 | 0.10 |" in lay

@@ -9,7 +9,7 @@ import pytest
 
 from ctxrely.metrics.conflict import aggregate, gen_flags, logit_flags, m_c
 from ctxrely.metrics.matching import contains, normalize_answer
-from ctxrely.metrics.stats import mean_ci
+from ctxrely.metrics.stats import mean_ci, wilson_ci
 from ctxrely.prompts import get_format
 from ctxrely.registry import FORMATS, Registry, UnknownNameError
 
@@ -107,6 +107,19 @@ def test_mean_ci_brackets_mean_and_is_seeded():
     a, b = mean_ci(vals, seed=3), mean_ci(vals, seed=3)
     assert a == b and a["ci_low"] <= a["mean"] <= a["ci_high"]
     assert mean_ci([])["mean"] is None
+
+
+def test_wilson_ci_matches_statsmodels_and_is_not_degenerate():
+    # statsmodels.stats.proportion.proportion_confint(8, 10, method="wilson") = (0.4902, 0.9433)
+    lo, hi = wilson_ci(8, 10)
+    assert (lo, hi) == (pytest.approx(0.4902, abs=1e-4), pytest.approx(0.9433, abs=1e-4))
+    lo0, hi0 = wilson_ci(0, 32)
+    assert lo0 == 0.0 and 0.05 < hi0 < 0.15  # 0/32 still has an upper bound
+    lo1, hi1 = wilson_ci(32, 32)
+    assert hi1 == 1.0 and lo1 == pytest.approx(1 - hi0)
+    assert wilson_ci(0, 0) == (None, None)
+    with pytest.raises(ValueError, match="successes=11"):
+        wilson_ci(11, 10)
 
 
 def test_alpaca_uses_no_input_form_without_context():

@@ -125,6 +125,9 @@ def test_lab_runs_and_reports_on_a_tiny_model(tiny_model_dir, tmp_path):
     page = (tmp_path / "lab" / "report" / "report.html").read_text()
     assert "IC-Train: accuracy per similarity bucket" in page and page.count("data:image/png") >= 3
     assert (tmp_path / "lab" / "icl_summary.md").read_text().startswith("| strategy |")
+    rows = (tmp_path / "lab" / "icl_intervals.md").read_text().splitlines()
+    assert rows[0].startswith("| run | ICL-score [95% CI, 2 items]") and [r.split(" | ")[0] for r in rows[2:]] == [
+        "| zero-s0", "| contrastive-s0"]
     again = run_icl_lab(s, tmp_path / "lab")  # resumes: both runs are done
     assert again["per_strategy"] == summary["per_strategy"]
 
@@ -168,3 +171,23 @@ def test_icl_probes_tracked_from_the_command_line(tiny_model_dir, tmp_path, caps
     twice = ["train", "model=tiny", f"dataset={rows}", f"output_dir={tmp_path / 'r2'}", "suites=",
              f"eval_data=[{pdir / 'icl_probe.jsonl'},{pdir / 'icl_probe.jsonl'}]"]
     assert main(twice) == 2 and "given twice" in capsys.readouterr().err
+
+
+def test_interval_counts_from_logged_outputs(tmp_path):
+    from ctxrely.icl.intervals import interval_markdown, item_counts
+
+    run = tmp_path / "runs" / "random-s0"
+    run.mkdir(parents=True)
+    (run / "lab_done.json").write_text("{}")
+    step = [{"suite": "icl_probe", "id": f"n{i}", "cf_hit": i < 3, "param_hit": None} for i in range(4)] + [
+        {"suite": "iwl_probe", "id": f"w{i}", "cf_hit": i == 0, "param_hit": i > 0} for i in range(5)]
+    lines = [{"step": 0, "rows": step[:4]}, {"step": 30, "rows": step}]
+    (run / "trajectory_examples.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    counts = item_counts(run)
+    assert counts[0] == {"icl_score": (3, 4)}
+    assert counts[30] == {"icl_score": (3, 4), "iwl_score": (4, 5), "copy_score": (1, 5)}
+    md = interval_markdown(tmp_path)
+    assert "| random-s0 | 0.75 [0.30, 0.95] | 0.80 [0.38, 0.96] | 0.20 [0.04, 0.62] | 30: 0.80 |" in md
+    (run / "trajectory_examples.jsonl").write_text('{"step": 0}\n')
+    with pytest.raises(ValueError, match="trajectory_examples.jsonl:1: not a logged evaluation"):
+        item_counts(run)

@@ -2,7 +2,9 @@
 
 Reads ``<out>/base/*.json`` and ``<out>/runs/<run>-s<seed>/eval/*.json`` (whatever exists: a
 table of an unfinished experiment lists what is measured and names what is missing) and writes
-``awareness_summary.json`` and ``awareness_table.md``.
+``awareness_summary.json`` and ``awareness_table.md``, with the per-run item intervals
+(``awareness_intervals.md``) and attention by depth (``awareness_layers.md``) of
+:mod:`ctxrely.awareness.lab_intervals` beside them.
 
 Example:
     >>> write_awareness_table("runs/awareness-lab")["rows"][0]["run"]  # doctest: +SKIP
@@ -112,9 +114,15 @@ def to_markdown(summary: dict[str, Any]) -> str:
 
 
 def write_awareness_table(out: str | Path) -> dict[str, Any]:
-    """Write ``awareness_summary.json`` and ``awareness_table.md`` into ``out``; returns the summary."""
+    """Write ``awareness_summary.json``, ``awareness_table.md``, ``awareness_intervals.md`` and
+    ``awareness_layers.md`` into ``out``; returns the summary (``"intervals"``: the per-run rows)."""
+    from ctxrely.awareness.lab_intervals import interval_markdown, interval_rows, layer_markdown
+
     out = Path(out)
     summary = collect(out)
+    summary["intervals"] = interval_rows(out)
     (out / "awareness_summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     (out / "awareness_table.md").write_text(to_markdown(summary), encoding="utf-8")
+    (out / "awareness_intervals.md").write_text(interval_markdown(out, RUN_LABELS, FORMAT_LABELS), encoding="utf-8")
+    (out / "awareness_layers.md").write_text(layer_markdown(out, RUN_LABELS, FORMAT_LABELS), encoding="utf-8")
     return summary

@@ -175,7 +175,9 @@ def markdown(per: dict[str, Any]) -> str:
 
 
 def write_icl_report(out_dir: str | Path, strategies: Sequence[str]) -> dict[str, Any]:
-    """Write ``icl_summary.{json,md}``, the two figures and ``report/report.html``; return the summary."""
+    """Write ``icl_summary.{json,md}``, the per-run intervals (``icl_intervals.md``), the two figures and
+    ``report/report.html``; return the summary."""
+    from ctxrely.icl.intervals import write_intervals
     from ctxrely.report.html import build_report, img_tag
 
     out = Path(out_dir)
@@ -183,6 +185,7 @@ def write_icl_report(out_dir: str | Path, strategies: Sequence[str]) -> dict[str
     (out / "icl_summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     table = markdown(summary["per_strategy"])
     (out / "icl_summary.md").write_text(table, encoding="utf-8")
+    write_intervals(out)
     per = summary["per_strategy"]
     if not per:
         return summary

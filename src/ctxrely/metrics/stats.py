@@ -1,13 +1,16 @@
-"""Small statistics helpers: means with bootstrap confidence intervals.
+"""Small statistics helpers: means with bootstrap confidence intervals, Wilson intervals for proportions.
 
 Example:
     >>> m = mean_ci([1, 0, 1, 1], n_boot=200, seed=0)
     >>> m["mean"], m["n"]
     (0.75, 4)
+    >>> [round(x, 3) for x in wilson_ci(8, 10)]
+    [0.49, 0.943]
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,3 +34,17 @@ def mean_ci(values: Sequence[float], n_boot: int = 1000, alpha: float = 0.05, se
     boots = arr[idx].mean(axis=1)
     lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
     return {"mean": mean, "ci_low": float(lo), "ci_high": float(hi), "n": n}
+
+
+def wilson_ci(successes: int, n: int, z: float = 1.96) -> tuple[float | None, float | None]:
+    """Wilson score interval of a proportion ``successes / n`` (95% for ``z=1.96``); ``(None, None)`` for
+    ``n == 0``. Unlike the bootstrap it is not degenerate at 0 or n successes."""
+    if n <= 0:
+        return None, None
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_ci: successes={successes} is not within 0..n={n}")
+    p = successes / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)

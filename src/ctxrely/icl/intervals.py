@@ -1,0 +1,89 @@
+"""Per-run Wilson intervals of the IC-Train probe scores, counted from the logged outputs.
+
+The strategy table (:mod:`ctxrely.icl.report`) gives the spread over seeds; this gives each run's
+item-level uncertainty: with 32 probe items a score of 0.80 could be anything in [0.63, 0.91].
+Counts come from ``trajectory_examples.jsonl`` (one row per probe item and evaluated step), so the
+interval is over exactly the items scored, not a guess from the rounded score.
+
+Example:
+    >>> print(interval_markdown("runs/icl-lab").splitlines()[0])  # doctest: +SKIP
+    | run | ICL-score [95% CI] | IWL-score [95% CI] | Copy-score [95% CI] | IWL-score by step |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ctxrely.metrics.stats import wilson_ci
+
+# score name -> (suite, per-item flag): as ctxrely.icl.probes.ICL_METRICS define the three probes
+COUNTED = {"icl_score": ("icl_probe", "cf_hit"), "iwl_score": ("iwl_probe", "param_hit"),
+           "copy_score": ("iwl_probe", "cf_hit")}
+STRATEGY_ORDER = ("zero", "random", "similar", "contrastive")
+
+
+def item_counts(run_dir: str | Path) -> dict[int, dict[str, tuple[int, int]]]:
+    """``{step: {score: (hits, items)}}`` from a run's ``trajectory_examples.jsonl`` (empty if absent)."""
+    path = Path(run_dir) / "trajectory_examples.jsonl"
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.exists() else [], 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            rows, step = rec["rows"], int(rec["step"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: not a logged evaluation (needs 'step' and 'rows'): {e}") from e
+        counts = {}
+        for name, (suite, flag) in COUNTED.items():
+            flags = [r.get(flag) for r in rows if r.get("suite") == suite and r.get(flag) is not None]
+            if flags:
+                counts[name] = (sum(bool(f) for f in flags), len(flags))
+        out[step] = counts
+    return out
+
+
+def _cell(c: tuple[int, int] | None) -> str:
+    if not c:
+        return "-"
+    lo, hi = wilson_ci(*c)
+    return f"{c[0] / c[1]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _key(name: str) -> tuple[int, str, int]:
+    m = re.fullmatch(r"(.+)-s(\d+)", name)
+    st, seed = (m.group(1), int(m.group(2))) if m else (name, 0)
+    return (STRATEGY_ORDER.index(st) if st in STRATEGY_ORDER else len(STRATEGY_ORDER), st, seed)
+
+
+def interval_markdown(out: str | Path) -> str:
+    """One row per finished run: the last step's ICL, IWL and Copy scores with 95% Wilson intervals,
+    then the IWL-score at every evaluated step."""
+    out = Path(out)
+    runs = sorted((d for d in (out / "runs").glob("*-s*") if (d / "lab_done.json").exists()), key=lambda d: _key(d.name))
+    n_items = 0
+    lines = []
+    for d in runs:
+        counts = item_counts(d)
+        if not counts:
+            continue
+        last = counts[max(counts)]
+        n_items = max([n_items, *(n for _, n in last.values())])
+        steps = ", ".join(f"{s}: {c['iwl_score'][0] / c['iwl_score'][1]:.2f}"
+                          for s, c in sorted(counts.items()) if "iwl_score" in c)
+        lines.append(f"| {d.name} | " + " | ".join(_cell(last.get(k)) for k in COUNTED) + f" | {steps or '-'} |")
+    head = (f"| run | ICL-score [95% CI, {n_items} items] | IWL-score [95% CI] | Copy-score [95% CI] | "
+            "IWL-score by step |")
+    return "\n".join([head, "|---|---|---|---|---|", *lines]) + "\n"
+
+
+def write_intervals(out: str | Path) -> dict[str, Any]:
+    """Write ``icl_intervals.md`` into ``out``; returns ``{"path", "runs"}``."""
+    out = Path(out)
+    md = interval_markdown(out)
+    path = out / "icl_intervals.md"
+    path.write_text(md, encoding="utf-8")
+    return {"path": str(path), "runs": len(md.splitlines()) - 2}
