@@ -52,7 +52,7 @@ def test_score_data_every_format(tmp_path, tiny_model_dir, name, kind, opts):
     assert summary["n"] == 8 and summary["class_counts"]["S"] == 2
     assert len(summary["most_context_critical"]) == 6 and summary["most_context_critical"][0]["prompt"]
     for png in summary["histograms"]:
-        assert (out / png).stat().st_size > 1000
+        assert (out / png).stat().st_size > 1000 and (out / png).with_suffix(".svg").exists()
     assert "hist_nll.png" in summary["histograms"]
 
 

@@ -1,7 +1,7 @@
 """Summary of a scored training file: class shares, score statistics, histograms, extreme examples.
 
 Writes ``DIR/summary.json`` and, when matplotlib is installed, ``DIR/hist_nll.png``,
-``DIR/hist_gain.png`` and ``DIR/hist_attention.png``.
+``DIR/hist_gain.png`` and ``DIR/hist_attention.png`` (each with an ``.svg`` beside it).
 
 Example:
     >>> s = summarize_scores(rows, examples, "runs/scores", cs_threshold=1.0)  # doctest: +SKIP
@@ -94,12 +94,12 @@ def summarize_scores(rows: Sequence[dict[str, Any]], examples: Sequence[SFTExamp
 
 def plot_histograms(rows: Sequence[dict[str, Any]], out: Path, *, cs_threshold: float,
                     attn_threshold: float) -> list[str]:
-    """Histogram PNGs of the NLLs, the gain and the attention score; returns the file names."""
-    try:
-        import matplotlib
+    """Histograms of the NLLs, the gain and the attention score (PNG and SVG, reproducible, drawn on
+    the Agg canvas without touching pyplot's backend); returns the PNG file names."""
+    from ctxrely.report.plots import new_figure, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        import matplotlib  # noqa: F401  (only to know it is installed)
     except ImportError:
         log.warning("matplotlib is not installed; no histograms (pip install 'ctxrely[plot]')")
         return []
@@ -110,17 +110,18 @@ def plot_histograms(rows: Sequence[dict[str, Any]], out: Path, *, cs_threshold: 
 
     written = []
     panels = [
-        ("hist_nll.png", "response NLL (nats/token), rows with context",
+        ("hist_nll", "response NLL (nats/token), rows with context",
          [("with context", vals("nll_with", True)), ("without context", vals("nll_without", True))],
          cs_threshold, "C+S threshold"),
-        ("hist_gain.png", "gain = NLL without - NLL with context", [("gain", vals("gain", True))], 0.0, "no gain"),
-        ("hist_attention.png", "attention-based context dependency", [("score", vals("attn_score"))],
+        ("hist_gain", "gain = NLL without - NLL with context", [("gain", vals("gain", True))], 0.0, "no gain"),
+        ("hist_attention", "attention-based context dependency", [("score", vals("attn_score"))],
          attn_threshold, "indicator threshold"),
     ]
     for name, title, series, line, label in panels:
         if not any(v for _, v in series):
             continue
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = new_figure(6, 3.5)
+        ax = fig.add_subplot(1, 1, 1)
         everything = [x for _, v in series for x in v]
         lo, hi = min(everything), max(everything)
         k = min(30, max(5, len(everything) // 4))
@@ -132,10 +133,8 @@ def plot_histograms(rows: Sequence[dict[str, Any]], out: Path, *, cs_threshold: 
         ax.set_title(title)
         ax.set_ylabel("examples")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        written.append(name)
+        save_figure(fig, out, name)
+        written.append(f"{name}.png")
     return written
 
 
