@@ -65,12 +65,14 @@ lab-awareness: setup
 	$(BIN)/python -m ctxrely.awareness.lab --out runs/awareness-lab --seeds 0,1,2
 
 # Malu et al. (docs/findings.md): IC-Train, four strategies x 3 seeds, 32 probe items, k = 2 (BM25), then
-# similar/contrastive with the MiniLM `embed` similarity and k = 4 (hours on 2 cores; resumes).
+# similar/contrastive with the MiniLM `embed` and chrF similarities, and k = 4 (hours on 2 cores; resumes).
 ICL_FLAGS = --n-probe 32 --n-train 120 --passes 6 --max-steps 90 --eval-every 30 --lr 2e-3 --max-new-tokens 8
 lab-icl: setup
 	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k2-bm25 --seeds 0,1,2 --k 2 --similarity bm25 $(ICL_FLAGS)
 	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k2-embed --strategies similar,contrastive --seeds 0,1,2 --k 2 \
 	    --similarity embed $(ICL_FLAGS)
+	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k2-chrf --strategies similar,contrastive --seeds 0,1,2 --k 2 \
+	    --similarity chrf $(ICL_FLAGS)
 	$(BIN)/python -m ctxrely.icl.lab --out runs/icl-k4-bm25 --seeds 0,1,2 --k 4 --similarity bm25 $(ICL_FLAGS)
 
 clean:
