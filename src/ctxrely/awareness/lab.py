@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.awareness.nih import QA_CUE
+from ctxrely.engine.resume import DONE
 
 log = logging.getLogger(__name__)
-DONE = "lab_done.json"
 RUNS = ("template", "plain", "template_indicator", "template_dep_only")
 INDICATOR = "[IND]"
 #: What each run is measured in: (tag, NIH/attention template, SQuAD format, indicator at inference).

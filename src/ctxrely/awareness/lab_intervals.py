@@ -13,11 +13,11 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ctxrely.engine.resume import finished_runs
 from ctxrely.metrics.stats import mean_ci, wilson_ci
 
 RUN_ORDER = ("base", "template", "plain", "template_indicator", "template_dep_only")
@@ -25,16 +25,10 @@ RUN_ORDER = ("base", "template", "plain", "template_indicator", "template_dep_on
 
 def measured_folders(out: str | Path) -> Iterator[tuple[str, str, Path]]:
     """``(run, seed, eval folder)`` for the base model (seed ``-``) and every finished run, in table order."""
-    out = Path(out)
-    yield "base", "-", out / "base"
-    found = []
-    for d in (out / "runs").glob("*-s*"):
-        m = re.fullmatch(r"(.+)-s(\d+)", d.name)
-        if m and (d / "lab_done.json").exists():
-            found.append((m.group(1), int(m.group(2)), d / "eval"))
+    yield "base", "-", Path(out) / "base"
     rank = {r: i for i, r in enumerate(RUN_ORDER)}
-    for run, seed, folder in sorted(found, key=lambda t: (rank.get(t[0], len(rank)), t[0], t[1])):
-        yield run, str(seed), folder
+    for run, seed, d in sorted(finished_runs(out), key=lambda t: (rank.get(t[0], len(rank)), t[0], t[1])):
+        yield run, str(seed), d / "eval"
 
 
 def _load(path: Path) -> Any:

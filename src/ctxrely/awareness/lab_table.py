@@ -20,6 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ctxrely.engine.resume import DONE, finished_runs
+
 RUN_LABELS = {"base": "base (before)", "template": "template SFT", "plain": "plain SFT",
               "template_indicator": "template SFT + indicator", "template_dep_only": "template SFT, dep. rows only"}
 FORMAT_LABELS = {"chat": "chat template", "qa": "plain Q/A", "chat+ind": "chat template + [IND]"}
@@ -63,12 +65,9 @@ def collect(out: str | Path) -> dict[str, Any]:
     groups: dict[tuple[str, str], dict[int, dict[str, float | None]]] = {}
     for tag, m in _measures(out / "base").items():
         groups[("base", tag)] = {-1: _scalars(m)}
-    for d in sorted((out / "runs").glob("*-s*")):
-        m = re.fullmatch(r"(.+)-s(\d+)", d.name)
-        if not m or not (d / "lab_done.json").exists():
-            continue
+    for run, seed, d in finished_runs(out):
         for tag, meas in _measures(d / "eval").items():
-            groups.setdefault((m.group(1), tag), {})[int(m.group(2))] = _scalars(meas)
+            groups.setdefault((run, tag), {})[seed] = _scalars(meas)
     rows = []
     order = list(RUN_LABELS)
     for (run, tag), by_seed in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order
@@ -80,7 +79,7 @@ def collect(out: str | Path) -> dict[str, Any]:
                      "mean": {k: v[0] for k, v in stats.items()}, "se": {k: v[1] for k, v in stats.items()}})
     settings = _load(out / "settings.json") or {}
     missing = [f"{r}-s{s}" for s in settings.get("seeds", []) for r in settings.get("runs", [])
-               if not (out / "runs" / f"{r}-s{s}" / "lab_done.json").exists()]
+               if not (out / "runs" / f"{r}-s{s}" / DONE).exists()]
     info = {}
     for d in sorted((out / "runs").glob("template_indicator-s*")):
         i = _load(d / "run_info.json")

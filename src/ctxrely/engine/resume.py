@@ -42,6 +42,7 @@ from ctxrely.errors import CtxrelyError
 log = logging.getLogger(__name__)
 PATTERN = "examples.partial*.jsonl"  # kept for older callers
 LOCK = ".ctxrely.lock"
+DONE = "lab_done.json"  # the marker a lab writes into a run folder when the run is finished
 _LIVE = re.compile(r"\.partial(\.rank\d+)?\.jsonl$")
 
 
@@ -151,6 +152,28 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResumeError(f"{path}: {what} is not valid JSON ({e}); fix it, move it away or use another output folder") from None
+
+
+def finished_runs(out: str | Path) -> list[tuple[str, int, Path]]:
+    """``(name, seed, folder)`` of every finished run ``<out>/runs/<name>-s<seed>`` (one holding
+    :data:`DONE`), sorted by name, then seed; the labs' tables read only these.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> for d in ("zero-s1", "zero-s0", "random-s0"):
+        ...     (out / "runs" / d).mkdir(parents=True)
+        >>> _ = (out / "runs" / "zero-s1" / DONE).write_text("{}")
+        >>> _ = (out / "runs" / "random-s0" / DONE).write_text("{}")
+        >>> [(n, s) for n, s, _ in finished_runs(out)]
+        [('random', 0), ('zero', 1)]
+    """
+    found = []
+    for d in Path(out, "runs").glob("*-s*"):
+        m = re.fullmatch(r"(.+)-s(\d+)", d.name)
+        if m and (d / DONE).exists():
+            found.append((m.group(1), int(m.group(2)), d))
+    return sorted(found, key=lambda t: (t[0], t[1]))
 
 
 def claim_settings(path: Path, settings: dict[str, Any], *, free: Iterable[str] = (),

@@ -13,10 +13,10 @@ Example:
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
+from ctxrely.engine.resume import finished_runs
 from ctxrely.metrics.stats import wilson_ci
 
 # score name -> (suite, per-item flag): as ctxrely.icl.probes.ICL_METRICS define the three probes
@@ -53,17 +53,11 @@ def _cell(c: tuple[int, int] | None) -> str:
     return f"{c[0] / c[1]:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def _key(name: str) -> tuple[int, str, int]:
-    m = re.fullmatch(r"(.+)-s(\d+)", name)
-    st, seed = (m.group(1), int(m.group(2))) if m else (name, 0)
-    return (STRATEGY_ORDER.index(st) if st in STRATEGY_ORDER else len(STRATEGY_ORDER), st, seed)
-
-
 def interval_markdown(out: str | Path) -> str:
     """One row per finished run: the last step's ICL, IWL and Copy scores with 95% Wilson intervals,
     then the IWL-score at every evaluated step."""
-    out = Path(out)
-    runs = sorted((d for d in (out / "runs").glob("*-s*") if (d / "lab_done.json").exists()), key=lambda d: _key(d.name))
+    rank = {s: i for i, s in enumerate(STRATEGY_ORDER)}
+    runs = [d for _, _, d in sorted(finished_runs(out), key=lambda t: (rank.get(t[0], len(rank)), t[0], t[1]))]
     n_items = 0
     lines = []
     for d in runs:

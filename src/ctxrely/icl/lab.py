@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ctxrely.engine.resume import DONE
 from ctxrely.icl.sampling import STRATEGIES
 
 log = logging.getLogger(__name__)
-DONE = "lab_done.json"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ctxrely.engine.resume import finished_runs
 from ctxrely.icl.buckets import BUCKETS
 from ctxrely.icl.probes import probe_scores
 from ctxrely.report.plots import COLORS, new_figure, save_figure
@@ -86,12 +87,12 @@ def word_copy_rate(run_dir: Path, suite: str = "iwl_probe") -> dict[int, float]:
 def collect(out: Path, strategies: Sequence[str]) -> dict[str, Any]:
     """Per run: the named scores at every evaluated step; per strategy: the mean over seeds."""
     runs: dict[str, Any] = {}
-    for d in sorted((out / "runs").glob("*-s*")):
+    for strategy, _, d in finished_runs(out):
         rows = _trajectory(d)
-        if not rows or not (d / "lab_done.json").exists():
+        if not rows:
             continue
         words, copies = word_accuracy(d), word_copy_rate(d)
-        runs[d.name] = {"strategy": d.name.rsplit("-s", 1)[0], "steps": [r["step"] for r in rows],
+        runs[d.name] = {"strategy": strategy, "steps": [r["step"] for r in rows],
                         "scores": [{**probe_scores(r), "iwl_word_acc": words.get(int(r["step"])),
                                     "copy_word_rate": copies.get(int(r["step"]))} for r in rows]}
     per: dict[str, Any] = {}

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctxrely.engine.resume import DONE
 from ctxrely.errors import ConfigError
 from ctxrely.lab.presets import LabPreset, preset_from_dict
 
 log = logging.getLogger(__name__)
-DONE = "lab_done.json"
 # fields that may change between restarts of one experiment (more seeds/runs, another device)
 RESTART_FREE = ("runs", "seeds", "device", "eval_batch_size")
 
