@@ -177,3 +177,37 @@ def test_errors_are_ctxrely_errors_and_value_errors():
 
     assert OldPath is DataError and issubclass(DataError, CtxrelyError) and issubclass(DataError, ValueError)
     assert issubclass(UnknownNameError, CtxrelyError) and issubclass(UnknownNameError, KeyError)
+
+
+@pytest.mark.parametrize("lab, argv", [
+    ("ctxrely.icl.lab", ["--k", "3"]),
+    ("ctxrely.awareness.lab", ["--max-steps", "7"]),
+])
+def test_lab_entry_points_end_in_one_line(capsys, tmp_path, lab, argv):
+    """``python -m ctxrely.<lab>`` refuses other settings in a used --out with one line and status 2
+    (before any model is loaded), and the traceback only with --debug."""
+    import importlib
+
+    main_of = importlib.import_module(lab).main
+    (tmp_path / "settings.json").write_text(json.dumps({"model": "another-model"}))
+    assert main_of(["--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "other settings (model" in err[0], err
+    with pytest.raises(ConfigError):
+        main_of(["--out", str(tmp_path), *argv, "--debug"])
+
+
+def test_icl_report_names_the_damaged_log_line(tmp_path):
+    """A hand-damaged ``trajectory_examples.jsonl`` stops the IC-Train report with a DataError naming
+    file and line (a KeyError traceback before), so the lab's command line ends in one line."""
+    from ctxrely.errors import DataError
+    from ctxrely.icl.report import write_icl_report
+
+    run = tmp_path / "runs" / "random-s0"
+    run.mkdir(parents=True)
+    (run / "lab_done.json").write_text("{}")
+    (run / "trajectory.jsonl").write_text(json.dumps({"step": 0, "icl_probe/cf_acc": 0.5}) + "\n")
+    (run / "probe_set.jsonl").write_text("")
+    (run / "trajectory_examples.jsonl").write_text('{"step": 0, "rows": []}\n{"step": 30}\n')
+    with pytest.raises(DataError, match=r"trajectory_examples.jsonl:2: not a logged evaluation"):
+        write_icl_report(tmp_path, ["random"])

@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default=",".join(d.runs))
     ap.add_argument("--seeds", default=",".join(map(str, d.seeds)))
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared CPU)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     ap.add_argument("--nih-lengths", default=",".join(map(str, d.nih_lengths)))
     ap.add_argument("--nih-depths", default=",".join(f"{x:g}" for x in d.nih_depths))
     for name in ("model", "n_train", "dependent_share", "n_sentences", "data_seed", "max_steps", "batch_size", "lr",
@@ -313,8 +314,13 @@ def main(argv: list[str] | None = None) -> int:
                              nih_lengths=tuple(int(x) for x in a.nih_lengths.split(",")),
                              nih_depths=tuple(float(x) for x in a.nih_depths.split(",")),
                              **{k: getattr(a, k) for k in asdict(d) if k not in skip})
-    run_awareness_lab(s, a.out, say=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
-    return 0
+    from ctxrely.cli.main import guarded
+
+    def run() -> int:
+        run_awareness_lab(s, a.out, say=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+        return 0
+
+    return guarded(run, debug=a.debug)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Callable
 
 # Module names under ctxrely.cli, in the order `ctxrely --help` lists them.
 COMMANDS = [
@@ -69,13 +70,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from ctxrely.cli.preflight import preflight
+
+    def run() -> int:
+        preflight(args, sys.argv[1:] if argv is None else argv)  # outputs, ranges, device: before any work
+        return int(args._run(args) or 0)
+
+    return guarded(run, debug=args.debug)
+
+
+def guarded(run: Callable[[], int | None], *, debug: bool = False) -> int:
+    """Run a command body; a user error (or a known OS/library error) becomes one ``error:`` line on
+    stderr and exit status 2, Ctrl-C 130; anything else (a bug) keeps its traceback. The ``ctxrely``
+    commands and the ``python -m`` labs end the same way.
+
+    Example:
+        >>> from ctxrely.errors import ConfigError
+        >>> def bad() -> int:
+        ...     raise ConfigError("runs/x/settings.json: other settings")
+        >>> guarded(bad)
+        2
+    """
     from ctxrely.errors import CtxrelyError
 
     try:
-        preflight(args, sys.argv[1:] if argv is None else argv)  # outputs, ranges, device: before any work
-        return int(args._run(args) or 0)
+        return int(run() or 0)
     except CtxrelyError as e:
-        if args.debug:
+        if debug:
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -84,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:
         message = boundary_message(e)
-        if message is None or args.debug:
+        if message is None or debug:
             raise
         print(f"error: {_one_line(message)} (--debug shows the traceback)", file=sys.stderr)
         return 2

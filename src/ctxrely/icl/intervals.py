@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ctxrely.engine.resume import finished_runs
+from ctxrely.errors import DataError
 from ctxrely.metrics.stats import wilson_ci
+from ctxrely.track.trajectory import EXAMPLES
 
 # score name -> (suite, per-item flag): as ctxrely.icl.probes.ICL_METRICS define the three probes
 COUNTED = {"icl_score": ("icl_probe", "cf_hit"), "iwl_score": ("iwl_probe", "param_hit"),
@@ -25,18 +27,29 @@ COUNTED = {"icl_score": ("icl_probe", "cf_hit"), "iwl_score": ("iwl_probe", "par
 STRATEGY_ORDER = ("zero", "random", "similar", "contrastive")
 
 
-def item_counts(run_dir: str | Path) -> dict[int, dict[str, tuple[int, int]]]:
-    """``{step: {score: (hits, items)}}`` from a run's ``trajectory_examples.jsonl`` (empty if absent)."""
-    path = Path(run_dir) / "trajectory_examples.jsonl"
-    out: dict[int, dict[str, tuple[int, int]]] = {}
+def logged_evals(run_dir: str | Path) -> list[tuple[int, list[dict[str, Any]]]]:
+    """``(step, per-item rows)`` of every evaluation a run logged in ``trajectory_examples.jsonl``
+    (empty if absent); a damaged line raises :class:`~ctxrely.errors.DataError` naming file and line."""
+    path = Path(run_dir) / EXAMPLES
+    out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.exists() else [], 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
             rows, step = rec["rows"], int(rec["step"])
+            if not isinstance(rows, list):
+                raise TypeError("'rows' is not a list")
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: not a logged evaluation (needs 'step' and 'rows'): {e}") from e
+            raise DataError(f"{path}:{n}: not a logged evaluation (needs 'step' and 'rows'): {e}") from None
+        out.append((step, rows))
+    return out
+
+
+def item_counts(run_dir: str | Path) -> dict[int, dict[str, tuple[int, int]]]:
+    """``{step: {score: (hits, items)}}`` from a run's ``trajectory_examples.jsonl`` (empty if absent)."""
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    for step, rows in logged_evals(run_dir):
         counts = {}
         for name, (suite, flag) in COUNTED.items():
             flags = [r.get(flag) for r in rows if r.get("suite") == suite and r.get(flag) is not None]

@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared CPU more threads contend and run slower)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     for name in ("model", "k", "p", "eps", "similarity", "passes", "n_train", "n_probe", "max_steps", "eval_every",
                  "batch_size", "lr", "lora_rank", "max_length", "max_new_tokens"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(getattr(d, name)), default=getattr(d, name))
@@ -153,9 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     fields = {k: getattr(a, k) for k in asdict(d) if k not in ("strategies", "seeds")}
     s = IclLabSettings(strategies=tuple(a.strategies.split(",")), seeds=tuple(int(x) for x in a.seeds.split(",")),
                        **fields)
-    summary = run_icl_lab(s, a.out, say=print)
-    print(json.dumps(summary.get("per_strategy", {}), indent=1))
-    return 0
+    from ctxrely.cli.main import guarded
+
+    def run() -> int:
+        summary = run_icl_lab(s, a.out, say=print)
+        print(json.dumps(summary.get("per_strategy", {}), indent=1))
+        return 0
+
+    return guarded(run, debug=a.debug)
 
 
 if __name__ == "__main__":

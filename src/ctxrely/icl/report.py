@@ -16,15 +16,12 @@ from typing import Any
 
 from ctxrely.engine.resume import finished_runs
 from ctxrely.icl.buckets import BUCKETS
+from ctxrely.icl.intervals import logged_evals, write_intervals
 from ctxrely.icl.probes import probe_scores
 from ctxrely.report.plots import COLORS, new_figure, save_figure
+from ctxrely.track.trajectory import TrajectoryStore
 
 PROBES = ("icl_score", "iwl_score", "copy_score")
-
-
-def _trajectory(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "trajectory.jsonl"
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()] if path.exists() else []
 
 
 def _mean(vals: Sequence[float | None]) -> float | None:
@@ -43,22 +40,16 @@ def _se(vals: Sequence[float | None]) -> float | None:
 
 def _word_level(run_dir: Path, suite: str, score: Any) -> dict[int, float]:
     """Per evaluated step, ``sum(score(item, output)) / sum(weight)`` over the suite's logged outputs."""
-    items = {}
-    for line in (run_dir / "probe_set.jsonl").read_text(encoding="utf-8").splitlines():
-        e = json.loads(line)
-        if e["suite"] == suite:
-            items[e["id"]] = e
+    items = {e["id"]: e for e in TrajectoryStore(run_dir).probe_set() if e.get("suite") == suite}
     out: dict[int, float] = {}
-    path = run_dir / "trajectory_examples.jsonl"
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        rec = json.loads(line)
+    for step, rows in logged_evals(run_dir):
         hits = total = 0.0
-        for r in rec["rows"]:
-            if r["suite"] == suite and r["id"] in items:
+        for r in rows:
+            if r.get("suite") == suite and r.get("id") in items:
                 h, n = score(items[r["id"]], str(r.get("output") or "").split())
                 hits, total = hits + h, total + n
         if total:
-            out[int(rec["step"])] = hits / total
+            out[step] = hits / total
     return out
 
 
@@ -88,7 +79,7 @@ def collect(out: Path, strategies: Sequence[str]) -> dict[str, Any]:
     """Per run: the named scores at every evaluated step; per strategy: the mean over seeds."""
     runs: dict[str, Any] = {}
     for strategy, _, d in finished_runs(out):
-        rows = _trajectory(d)
+        rows = TrajectoryStore(d).rows()
         if not rows:
             continue
         words, copies = word_accuracy(d), word_copy_rate(d)
@@ -178,7 +169,6 @@ def markdown(per: dict[str, Any]) -> str:
 def write_icl_report(out_dir: str | Path, strategies: Sequence[str]) -> dict[str, Any]:
     """Write ``icl_summary.{json,md}``, the per-run intervals (``icl_intervals.md``), the two figures and
     ``report/report.html``; return the summary."""
-    from ctxrely.icl.intervals import write_intervals
     from ctxrely.report.html import build_report, img_tag
 
     out = Path(out_dir)
